@@ -1,0 +1,22 @@
+"""`parking-ml`: the platform's command line. Each verb group lives in parking_ml/commands/."""
+
+from __future__ import annotations
+
+import typer
+
+from parking_ml.commands import data, serve, stack, synth, train
+
+app = typer.Typer(
+    name="parking-ml",
+    help="Find free parking spaces in satellite/aerial tiles: data, training, registry, serving, drift.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for module in (stack, synth, data, train, serve):
+    module.register(app)
+
+
+if __name__ == "__main__":
+    app()

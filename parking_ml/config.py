@@ -1,0 +1,185 @@
+"""One typed settings object for every part of parking-ml.
+
+Read once at an entry point (CLI command, app factory, DAG task) with ``Settings()`` and passed down;
+library code never reads the environment itself. Env prefix ``PARKING_``; ``MLFLOW_TRACKING_URI`` keeps
+MLflow's own name so the MLflow client and we agree on one variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Profile = Literal["smoke", "demo", "full"]
+
+# Values people leave in example files; never acceptable as a production secret.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "password", "admin", "example", "test", "xxx", "todo", "minioadmin"}
+)
+
+
+class SettingsError(ValueError):
+    """Settings could not be built; the message names the variable and the fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PARKING_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # --- where things live -------------------------------------------------------------------------
+    env: Literal["local", "production"] = Field(
+        "local", description="'production' refuses placeholder secrets and requires API keys"
+    )
+    home: Path = Field(Path("var"), description="local state root: lake, logs, airflow home, mlflow db")
+    lake_url: str = Field("", description="object store root; default file://$PARKING_HOME/lake")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto)")
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    aws_conn_id: str = Field("parking_s3", description="Airflow connection id used by DAGs for the lake")
+
+    # --- MLflow / registry -------------------------------------------------------------------------
+    mlflow_tracking_uri: str = Field(
+        "",
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "PARKING_MLFLOW_TRACKING_URI"),
+        description="MLflow server; default http://127.0.0.1:$PARKING_MLFLOW_PORT",
+    )
+    model_name: str = Field("parking-spaces", min_length=1)
+    model_alias: str = Field("champion", min_length=1, description="alias the API serves")
+    challenger_alias: str = Field("challenger", min_length=1)
+
+    # --- training ----------------------------------------------------------------------------------
+    profile: Profile = "demo"
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(2, ge=1, le=256, description="torch / onnxruntime intra-op threads")
+    folds: int = Field(3, ge=2, le=20)
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    tile_size: int = Field(256, ge=64, le=4096)
+    tile_overlap: int = Field(32, ge=0)
+    target_gsd: float | None = Field(None, gt=0.0, description="resample to this m/px in preprocess")
+    optuna_storage: str = Field("", description="Optuna study DB; default sqlite:///$PARKING_HOME/optuna.db")
+    encoder_weights: str | None = Field(
+        None, description="None, 'imagenet' (needs internet) or a local weights file path"
+    )
+    promotion_margin: float = Field(0.005, ge=0.0, description="challenger must beat champion by this")
+    promotion_tolerance: float = Field(0.02, ge=0.0, description="allowed regression of guard metrics")
+    promotion_min_quality: float = Field(0.5, ge=0.0, le=1.0, description="bar for the first champion")
+
+    # --- local stack / ports -----------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+    airflow_port: int = Field(8080, ge=1, le=65535)
+    api_port: int = Field(8000, ge=1, le=65535)
+
+    # --- serving -----------------------------------------------------------------------------------
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated keys accepted in X-API-Key"
+    )
+    model_dir: Path | None = Field(None, description="serve a local model directory instead of the registry")
+    reload_interval_s: float = Field(30.0, gt=0.0)
+    max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(100_000_000, gt=0, description="refuse images above this before decoding")
+    max_concurrency: int = Field(2, ge=1, description="inferences running at once; more get 503")
+    max_queue: int = Field(8, ge=0, description="requests allowed to wait for an inference slot")
+    drift_flush_rows: int = Field(256, ge=1)
+    drift_flush_interval_s: float = Field(30.0, gt=0.0)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("lake_url", mode="after")
+    @classmethod
+    def _lake_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("file://", "s3://", "memory://")):
+            raise ValueError("must start with file://, s3:// or memory:// (e.g. s3://bucket/prefix)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _derive_and_guard(self) -> Settings:
+        # frozen model: derived defaults are set through object.__setattr__ once, here
+        if not self.lake_url:
+            object.__setattr__(self, "lake_url", f"file://{self.home / 'lake'}")
+        if not self.mlflow_tracking_uri:
+            object.__setattr__(self, "mlflow_tracking_uri", f"http://{self.host}:{self.mlflow_port}")
+        if not self.optuna_storage:
+            object.__setattr__(self, "optuna_storage", f"sqlite:///{self.home / 'optuna.db'}")
+        if self.env == "production":
+            if not self.api_keys:
+                raise ValueError("PARKING_API_KEYS must be set in production (comma-separated keys)")
+            bad = [k for k in self.api_keys if k.lower() in PLACEHOLDER_SECRETS or len(k) < 16]
+            if bad:
+                raise ValueError(
+                    "PARKING_API_KEYS holds a placeholder or short key; use random keys of 16+ characters "
+                    "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`)"
+                )
+            secret = self.s3_secret_access_key
+            if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError("PARKING_S3_SECRET_ACCESS_KEY is a placeholder; set the real secret")
+        return self
+
+    # --- derived locations (pure functions of the fields) -----------------------------------------
+    @property
+    def var_dir(self) -> Path:
+        return self.home
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def is_local_lake(self) -> bool:
+        return self.lake_url.startswith("file://")
+
+    def storage_options(self) -> dict:
+        """fsspec options for the lake (s3fs: endpoint and keys when set)."""
+        if not self.lake_url.startswith("s3://"):
+            return {}
+        opts: dict = {}
+        if self.s3_endpoint_url:
+            opts["client_kwargs"] = {"endpoint_url": self.s3_endpoint_url}
+        if self.s3_access_key_id and self.s3_secret_access_key:
+            opts["key"] = self.s3_access_key_id.get_secret_value()
+            opts["secret"] = self.s3_secret_access_key.get_secret_value()
+        return opts
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings from the environment, turning pydantic's errors into one readable message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            var = f"PARKING_{loc.upper()}" if err["loc"] else "settings"
+            lines.append(f"{var}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
