@@ -18,5 +18,16 @@ for module in (stack, synth, data, train, serve):
     module.register(app)
 
 
+def main() -> None:
+    """Console entry point: settings errors are a user's to fix, so they get a message, not a traceback."""
+    from parking_ml.config import SettingsError
+
+    try:
+        app()
+    except SettingsError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

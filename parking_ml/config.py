@@ -179,7 +179,13 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "settings"
-            var = f"PARKING_{loc.upper()}" if err["loc"] else "settings"
-            lines.append(f"{var}: {err['msg']} (got {err.get('input')!r})")
+            if not err["loc"]:
+                # model-level checks see every field, secrets included: never echo their input
+                lines.append(err["msg"].removeprefix("Value error, "))
+                continue
+            field = str(err["loc"][0])
+            var = "MLFLOW_TRACKING_URI" if field == "MLFLOW_TRACKING_URI" else f"PARKING_{field.upper()}"
+            secret = any(w in field for w in ("key", "secret", "password", "token"))
+            got = "" if secret else f" (got {err.get('input')!r})"
+            lines.append(f"{var}: {err['msg']}{got}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
