@@ -17,7 +17,19 @@ Profile = Literal["smoke", "demo", "full"]
 
 # Values people leave in example files; never acceptable as a production secret.
 PLACEHOLDER_SECRETS = frozenset(
-    {"", "changeme", "change-me", "secret", "password", "admin", "example", "test", "xxx", "todo", "minioadmin"}
+    {
+        "",
+        "changeme",
+        "change-me",
+        "secret",
+        "password",
+        "admin",
+        "example",
+        "test",
+        "xxx",
+        "todo",
+        "minioadmin",
+    }
 )
 
 
@@ -26,9 +38,7 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="PARKING_", extra="ignore", frozen=True, populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="PARKING_", extra="ignore", frozen=True, populate_by_name=True)
 
     # --- where things live -------------------------------------------------------------------------
     env: Literal["local", "production"] = Field(
@@ -68,6 +78,10 @@ class Settings(BaseSettings):
     promotion_margin: float = Field(0.005, ge=0.0, description="challenger must beat champion by this")
     promotion_tolerance: float = Field(0.02, ge=0.0, description="allowed regression of guard metrics")
     promotion_min_quality: float = Field(0.5, ge=0.0, le=1.0, description="bar for the first champion")
+    objective_metric: Literal["free_f1", "iou_free", "miou", "space_f1"] = Field(
+        "free_f1", description="metric the CV tuning maximises and the promotion gate compares"
+    )
+    n_trials: int | None = Field(None, ge=1, description="Optuna trials; default from the profile")
 
     # --- local stack / ports -----------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -76,7 +76,7 @@ class Lake:
         if recursive:
             found = self.fs.find(base)
         else:
-            found = [p for p in self.fs.ls(base, detail=False)]
+            found = list(self.fs.ls(base, detail=False))
         root = self.root + "/"
         out = []
         for p in found:

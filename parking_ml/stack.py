@@ -160,7 +160,16 @@ def components(settings: Settings) -> list[Component]:
         ),
         Component(
             name="airflow-api-server",
-            argv=[_bin("airflow"), "api-server", "--host", host, "--port", str(settings.airflow_port), "-w", "1"],
+            argv=[
+                _bin("airflow"),
+                "api-server",
+                "--host",
+                host,
+                "--port",
+                str(settings.airflow_port),
+                "-w",
+                "1",
+            ],
             env=af_env,
             port=settings.airflow_port,
             health_url=f"{af_url}/api/v2/monitor/health",

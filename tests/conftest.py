@@ -139,9 +139,7 @@ def airflow_home() -> Path:
     home = Path(os.environ["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     if not (home / ".migrated").exists():
-        proc = subprocess.run(
-            [str(VENV_BIN / "airflow"), "db", "migrate"], capture_output=True, text=True, check=False
-        )
+        proc = subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], capture_output=True, text=True, check=False)
         assert proc.returncode == 0, f"airflow db migrate failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         (home / ".migrated").write_text("ok")
     return home

@@ -1,0 +1,114 @@
+"""A small client for Airflow 3's REST API v2 (what a person does in the UI: unpause, trigger, watch a run)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+
+TERMINAL = {"success", "failed"}
+
+
+class AirflowApiError(RuntimeError):
+    pass
+
+
+@dataclass
+class AirflowApi:
+    base_url: str
+    username: str
+    password: str
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        self._client = httpx.Client(base_url=self.base_url.rstrip("/"), timeout=self.timeout_s)
+        self._token: str | None = None
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _headers(self) -> dict[str, str]:
+        if self._token is None:
+            resp = self._client.post("/auth/token", json={"username": self.username, "password": self.password})
+            if resp.status_code not in (200, 201):
+                raise AirflowApiError(f"Airflow login failed ({resp.status_code}): {resp.text[:300]}")
+            self._token = resp.json()["access_token"]
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _call(self, method: str, path: str, **kwargs) -> dict:
+        resp = self._client.request(method, f"/api/v2{path}", headers=self._headers(), **kwargs)
+        if resp.status_code == 401:  # token expired: log in again once
+            self._token = None
+            resp = self._client.request(method, f"/api/v2{path}", headers=self._headers(), **kwargs)
+        if resp.status_code >= 400:
+            raise AirflowApiError(f"{method} {path} -> {resp.status_code}: {resp.text[:500]}")
+        return resp.json()
+
+    def wait_for_dags(self, dag_ids: list[str], timeout_s: float = 180.0) -> None:
+        """Block until the dag-processor has serialised every DAG (a fresh stack parses them first)."""
+        deadline = time.monotonic() + timeout_s
+        missing = set(dag_ids)
+        while missing and time.monotonic() < deadline:
+            found = {d["dag_id"] for d in self._call("GET", "/dags", params={"limit": 100})["dags"]}
+            missing = set(dag_ids) - found
+            if missing:
+                time.sleep(2)
+        if missing:
+            errors = self._call("GET", "/importErrors").get("import_errors", [])
+            detail = "; ".join(f"{e['filename']}: {e['stack_trace'][-300:]}" for e in errors) or "none reported"
+            raise AirflowApiError(f"DAGs not loaded after {timeout_s:.0f}s: {sorted(missing)}; import errors: {detail}")
+
+    def unpause(self, dag_id: str) -> None:
+        self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        body = self._call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        return body["dag_run_id"]
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+    def runs_since(self, dag_id: str, since: datetime) -> list[dict]:
+        body = self._call("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 20})
+        out = []
+        for run in body["dag_runs"]:
+            run_after = datetime.fromisoformat(run["run_after"].replace("Z", "+00:00"))
+            if run_after >= since:
+                out.append(run)
+        return out
+
+    def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
+        body = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return [t["task_id"] for t in body["task_instances"] if t["state"] in ("failed", "upstream_failed")]
+
+    def wait_run(
+        self,
+        dag_id: str,
+        *,
+        run_id: str | None = None,
+        since: datetime | None = None,
+        timeout_s: float = 1800.0,
+        on_poll: Callable[[str], None] | None = None,
+    ) -> dict:
+        """Wait for a run (by id, or the first one created after `since`) to finish; return it."""
+        deadline = time.monotonic() + timeout_s
+        state = "absent"
+        while time.monotonic() < deadline:
+            if run_id is None and since is not None:
+                runs = self.runs_since(dag_id, since)
+                if runs:
+                    run_id = runs[-1]["dag_run_id"]
+            if run_id is not None:
+                state = self.run_state(dag_id, run_id)
+                if state in TERMINAL:
+                    if state == "failed":
+                        tasks = ", ".join(self.failed_tasks(dag_id, run_id)) or "?"
+                        raise AirflowApiError(f"{dag_id} run {run_id} failed (tasks: {tasks}); see its logs in the UI")
+                    return {"dag_id": dag_id, "run_id": run_id, "state": state}
+            if on_poll:
+                on_poll(state)
+            time.sleep(2)
+        raise AirflowApiError(f"{dag_id}: no finished run within {timeout_s:.0f}s (last state: {state})")

@@ -1,0 +1,151 @@
+"""`parking-ml demo`: the whole loop on the embedded default, driven the way a user drives it.
+
+Starts the local stack, drops a synthetic landing batch into the lake, triggers `parking_ingest` through
+Airflow's REST API and follows the asset chain (preprocess -> train -> promote), then asks the inference API
+for free spaces on a tile none of the models trained on.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import typer
+
+PIPELINE = ["parking_ingest", "parking_preprocess", "parking_train", "parking_promote"]
+
+
+def _upload_batch(settings, batch: str, n: int, seed: int, size: int) -> int:
+    """Generate a synthetic batch and put it under landing/<batch>/ (local folder or S3 alike)."""
+    import tempfile
+    from pathlib import Path
+
+    from parking_ml.data.synthetic import generate_dataset
+    from parking_ml.lake import Lake
+
+    lake = Lake.from_settings(settings)
+    with tempfile.TemporaryDirectory(prefix="parking-demo-") as tmp:
+        generate_dataset(Path(tmp), n=n, seed=seed, size=size, progress=True)
+        files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
+        for path in files:
+            lake.write_bytes(f"landing/{batch}/{path.relative_to(tmp).as_posix()}", path.read_bytes())
+    return len(files)
+
+
+def _wait_ready(url: str, timeout_s: float) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=3).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    return False
+
+
+def demo(
+    n: int = typer.Option(48, help="synthetic images in the landing batch"),
+    seed: int = typer.Option(7, help="generator seed (same seed, same batch: a re-run ingests nothing new)"),
+    size: int = typer.Option(512, help="image size in pixels"),
+    batch: str = typer.Option("", help="landing batch name; default demo-<seed>"),
+    timeout: float = typer.Option(3600.0, help="seconds to wait for the whole pipeline"),
+) -> None:
+    """Run the whole loop on the embedded default: stack up, synthetic batch, ingest -> preprocess -> train ->
+    promote in Airflow, then a prediction from the API serving the new champion."""
+    import httpx
+    from rich.console import Console
+
+    from parking_ml import stack
+    from parking_ml.airflow_api import AirflowApi, AirflowApiError
+    from parking_ml.config import load_settings
+    from parking_ml.logs import configure_logging
+
+    configure_logging()
+    console = Console()
+    settings = load_settings()
+    batch = batch or f"demo-{seed}"
+    timings: dict[str, float] = {}
+
+    t0 = time.monotonic()
+    console.rule("1/4 local stack")
+    try:
+        stack.up(settings)
+    except stack.StackError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from None
+    timings["stack up"] = time.monotonic() - t0
+
+    api = AirflowApi(
+        f"http://{settings.host}:{settings.airflow_port}",
+        "admin",
+        stack.airflow_admin_password(settings) or "",
+    )
+    try:
+        api.wait_for_dags(PIPELINE)
+        for dag_id in PIPELINE:
+            api.unpause(dag_id)
+
+        console.rule(f"2/4 synthetic landing batch landing/{batch}/ ({n} images)")
+        t = time.monotonic()
+        files = _upload_batch(settings, batch, n, seed, size)
+        timings["synth + upload"] = time.monotonic() - t
+        console.print(f"{files} files written to {settings.lake_url}/landing/{batch}/")
+
+        console.rule("3/4 pipeline in Airflow (ingest -> preprocess -> train -> promote)")
+        since = datetime.now(UTC)
+        run_id = api.trigger("parking_ingest", conf={"batch": batch})
+        for dag_id in PIPELINE:
+            t = time.monotonic()
+            with console.status(f"{dag_id} running ..."):
+                if dag_id == "parking_ingest":
+                    api.wait_run(dag_id, run_id=run_id, timeout_s=timeout)
+                else:
+                    api.wait_run(dag_id, since=since, timeout_s=timeout)
+            timings[dag_id] = time.monotonic() - t
+            console.print(f"[green]{dag_id}[/] finished in {timings[dag_id]:.0f}s")
+    except AirflowApiError as exc:
+        typer.secho(f"{exc}\nAirflow UI: http://{settings.host}:{settings.airflow_port}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        api.close()
+
+    console.rule("4/4 inference API")
+    api_url = f"http://{settings.host}:{settings.api_port}"
+    if not _wait_ready(api_url, settings.reload_interval_s + 60):
+        typer.secho(f"the API at {api_url} has no model loaded; see {settings.logs_dir}/api.log", fg="red", err=True)
+        raise typer.Exit(1)
+    from parking_ml.data.synthetic import generate_tile
+
+    # a seed far from the batch's: a lot no model has seen
+    tile = generate_tile(seed + 10_000, size=size)
+    import cv2
+
+    ok, png = cv2.imencode(".png", cv2.cvtColor(tile.image, cv2.COLOR_RGB2BGR))
+    assert ok
+    resp = httpx.post(f"{api_url}/v1/predict", files={"file": ("tile.png", png.tobytes(), "image/png")}, timeout=60)
+    body = resp.json()
+    if resp.status_code != 200:
+        typer.secho(f"prediction failed: {body}", fg="red", err=True)
+        raise typer.Exit(1)
+    truth_free = sum(1 for _, status in tile.stalls if status == "free")
+    console.print(
+        f"model {body['model']['name']} v{body['model']['version']}: {body['free_spaces']} free, "
+        f"{body['occupied_spaces']} occupied spaces (generator truth: {truth_free} free)"
+    )
+    timings["total"] = time.monotonic() - t0
+    console.rule("done")
+    for stage, secs in timings.items():
+        console.print(f"  {stage:<20} {secs:7.1f} s")
+    password = stack.airflow_admin_password(settings)
+    console.print(f"Airflow UI  http://{settings.host}:{settings.airflow_port}  (admin / {password})")
+    console.print(f"MLflow UI   {settings.mlflow_tracking_uri}")
+    console.print(f"API         {api_url}/docs    curl -F file=@tile.png {api_url}/v1/predict")
+    console.print("Stop everything with: make down")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root app."""
+    app.command("demo")(demo)
