@@ -128,3 +128,19 @@ class Lake:
         else:
             self.fs.copy(self.path(src), self.path(dst))
             self.fs.rm(self.path(src))
+
+
+def s3_overrides(login: str | None, password: str | None, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """Settings overrides (s3_endpoint_url, s3_access_key_id, s3_secret_access_key) from the fields of an
+    aws-type connection (Airflow's login / password / extra); only what the connection actually sets."""
+    extra = extra or {}
+    endpoint = extra.get("endpoint_url") or ((extra.get("service_config") or {}).get("s3") or {}).get("endpoint_url")
+    out: dict[str, Any] = {}
+    if endpoint:
+        out["s3_endpoint_url"] = endpoint
+    key = login or extra.get("aws_access_key_id")
+    secret = password or extra.get("aws_secret_access_key")
+    if key and secret:
+        out["s3_access_key_id"] = key
+        out["s3_secret_access_key"] = secret
+    return out

@@ -2,8 +2,78 @@
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
 import typer
+
+
+def _settings(**overrides: object):
+    from parking_ml.config import load_settings
+    from parking_ml.logs import configure_logging
+
+    configure_logging()
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def ingest(
+    batch: Annotated[
+        list[str] | None, typer.Option("--batch", help="landing batch to ingest (repeatable; default: all)")
+    ] = None,
+    all_batches: Annotated[bool, typer.Option("--all", help="ingest every batch under landing/ (the default)")] = False,
+    max_pixels: Annotated[
+        int | None, typer.Option(min=1, help="refuse larger images (default PARKING_MAX_PIXELS)")
+    ] = None,
+) -> None:
+    """Validate landing/<batch>/<site>/ files and move what is usable into raw/ (content-addressed).
+
+    Rejected files are copied to quarantine/<batch>/ with a reason and a fix in reasons.jsonl; landing files are
+    left in place. Re-running is safe: files already ingested or quarantined are skipped. Prints a JSON summary.
+    """
+    from parking_ml.data.ingest import ingest as run_ingest
+    from parking_ml.lake import Lake
+
+    if batch and all_batches:
+        raise typer.BadParameter("give --batch NAME or --all, not both")
+    settings = _settings(max_pixels=max_pixels)
+    try:
+        summary = run_ingest(Lake.from_settings(settings), batch or None, settings.max_pixels, progress=True)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def preprocess(
+    tile_size: Annotated[int | None, typer.Option(min=64, help="tile side in px (default PARKING_TILE_SIZE)")] = None,
+    tile_overlap: Annotated[
+        int | None, typer.Option(min=0, help="overlap between tiles in px (default PARKING_TILE_OVERLAP)")
+    ] = None,
+    target_gsd: Annotated[
+        float | None, typer.Option(min=0.001, help="resample to this m/px (default PARKING_TARGET_GSD: none)")
+    ] = None,
+    folds: Annotated[int | None, typer.Option(min=2, help="CV folds grouped by site (default PARKING_FOLDS)")] = None,
+) -> None:
+    """Tile raw/ images into processed/<version>/ with site-grouped folds and a frozen holdout.
+
+    The version is a hash of the raw images, their labels and these settings: the same inputs give the same
+    version and nothing is rewritten. processed/LATEST names the newest version. Prints a JSON summary.
+    """
+    from parking_ml.data.preprocess import PreprocessConfig
+    from parking_ml.data.preprocess import preprocess as run_preprocess
+    from parking_ml.lake import Lake
+
+    settings = _settings(tile_size=tile_size, tile_overlap=tile_overlap, target_gsd=target_gsd, folds=folds)
+    try:
+        config = PreprocessConfig.from_settings(settings)
+        summary = run_preprocess(Lake.from_settings(settings), config, progress=True)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(summary, indent=2))
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("ingest")(ingest)
+    app.command("preprocess")(preprocess)

@@ -1,0 +1,68 @@
+"""parking_ingest: landing/ -> raw/ (validate, content-address, quarantine with reasons).
+
+Manual or hourly. `ingest` checks every landing batch (files already ingested or quarantined are skipped, so
+a retry or the next hourly run adds nothing twice). `publish_raw` declares the `parking_raw` asset and runs only
+when something new was accepted; otherwise it is skipped and no asset event is emitted, so an idle hour does
+not trigger preprocessing and retraining.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+from parking_assets import PARKING_RAW
+
+
+def _task_settings():
+    """Settings for a task; on an S3 lake, credentials and endpoint from the Airflow connection
+    ``settings.aws_conn_id`` (e.g. env AIRFLOW_CONN_PARKING_S3) when it exists, else PARKING_S3_* / AWS_*."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from parking_ml.config import load_settings
+    from parking_ml.lake import s3_overrides
+
+    settings = load_settings()
+    if not settings.lake_url.startswith("s3://"):
+        return settings
+    try:
+        conn = BaseHook.get_connection(settings.aws_conn_id)
+    except AirflowNotFoundException:
+        return settings
+    return load_settings(**s3_overrides(conn.login, conn.password, conn.extra_dejson))
+
+
+@dag(
+    dag_id="parking_ingest",
+    schedule="@hourly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    tags=["parking", "data"],
+    doc_md=__doc__,
+)
+def parking_ingest():
+    @task(execution_timeout=timedelta(hours=2))
+    def ingest() -> dict:
+        """Validate and move landing files into raw/; returns the summary (accepted, quarantined, ...)."""
+        from parking_ml.data.ingest import ingest as run_ingest
+        from parking_ml.lake import Lake
+
+        settings = _task_settings()
+        return run_ingest(Lake.from_settings(settings), None, settings.max_pixels)
+
+    @task(outlets=[PARKING_RAW])
+    def publish_raw(summary: dict) -> dict:
+        """Emit `parking_raw` only when new images were accepted."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not summary["accepted"]:
+            raise AirflowSkipException("nothing new accepted: no parking_raw event")
+        return summary
+
+    publish_raw(ingest())
+
+
+dag = parking_ingest()

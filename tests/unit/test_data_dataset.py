@@ -1,0 +1,131 @@
+"""Augmentations and the torch TileDataset over a fake processed/<version>/ directory."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from parking_ml.data.augment import (
+    NORMALIZE_MEAN,
+    NORMALIZE_STD,
+    build_eval_transform,
+    build_train_transform,
+    normalize_image,
+)
+from parking_ml.data.dataset import TileDataset
+
+VALID = {0, 1, 2, 255}
+
+
+def _scene(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[10:30, 10:20] = 1
+    mask[40:60, 10:20] = 2
+    mask[0:4, :] = 255
+    return image, mask
+
+
+def _processed(root: Path, n: int = 3, size: int = 64) -> pd.DataFrame:
+    (root / "tiles").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rows = []
+    for i in range(n):
+        image, mask = _scene(size, size, seed=i)
+        tid = f"img{i}_0_0"
+        cv2.imwrite(str(root / "tiles" / f"{tid}.png"), image[:, :, ::-1])
+        cv2.imwrite(str(root / "masks" / f"{tid}.png"), mask)
+        rows.append({"tile_id": tid, "site": f"s{i}", "fold": i % 2, "split": "train"})
+    return pd.DataFrame(rows)
+
+
+def test_train_transform_shapes_values_and_padding():
+    t = build_train_transform(64, strength=1.0, seed=3)
+    image, mask = _scene(96, 80)
+    for _ in range(20):
+        out = t(image=image, mask=mask)
+        assert out["image"].shape == (64, 64, 3) and out["image"].dtype == np.uint8
+        assert out["mask"].shape == (64, 64) and out["mask"].dtype == np.uint8
+        assert set(np.unique(out["mask"]).tolist()) <= VALID  # nearest interpolation: no blended ids
+    small_img, small_mask = _scene(64, 40)
+    out = build_train_transform(64, strength=0.0)(image=small_img, mask=small_mask)
+    assert out["mask"].shape == (64, 64)
+    assert (out["mask"][:, 40:] == 255).all()  # padding is ignore, not background
+    np.testing.assert_array_equal(out["image"][:, :40], small_img)
+
+
+def test_strength_zero_is_identity_at_tile_size_and_seed_is_deterministic():
+    image, mask = _scene(64, 64)
+    out = build_train_transform(64, strength=0.0)(image=image, mask=mask)
+    np.testing.assert_array_equal(out["image"], image)
+    np.testing.assert_array_equal(out["mask"], mask)
+    a = build_train_transform(64, strength=1.0, seed=7)
+    b = build_train_transform(64, strength=1.0, seed=7)
+    for _ in range(5):
+        oa, ob = a(image=image, mask=mask), b(image=image, mask=mask)
+        np.testing.assert_array_equal(oa["image"], ob["image"])
+        np.testing.assert_array_equal(oa["mask"], ob["mask"])
+    with pytest.raises(ValueError, match="strength"):
+        build_train_transform(64, strength=1.5)
+
+
+def test_train_transform_changes_images_at_full_strength():
+    image, mask = _scene(64, 64)
+    t = build_train_transform(64, strength=1.0, seed=1)
+    changed = sum(not np.array_equal(t(image=image, mask=mask)["image"], image) for _ in range(10))
+    assert changed >= 5
+
+
+def test_eval_transform_is_noop_and_optional_padding():
+    image, mask = _scene(70, 50)
+    out = build_eval_transform()(image=image, mask=mask)
+    np.testing.assert_array_equal(out["image"], image)
+    np.testing.assert_array_equal(out["mask"], mask)
+    out = build_eval_transform(pad_multiple=32)(image=image, mask=mask)
+    assert out["image"].shape == (96, 64, 3)
+    np.testing.assert_array_equal(out["image"][:70, :50], image)
+    assert (out["mask"][70:, :] == 255).all() and (out["mask"][:, 50:] == 255).all()
+
+
+def test_normalize_image_formula():
+    rgb = np.array([[[0, 128, 255]]], np.uint8)
+    out = normalize_image(rgb)
+    assert out.shape == (3, 1, 1) and out.dtype == np.float32
+    expected = [(v / 255.0 - m) / s for v, m, s in zip((0, 128, 255), NORMALIZE_MEAN, NORMALIZE_STD, strict=True)]
+    np.testing.assert_allclose(out[:, 0, 0], expected, rtol=1e-6)
+
+
+def test_tile_dataset_items_and_loader(tmp_path):
+    manifest = _processed(tmp_path)
+    ds = TileDataset(tmp_path, manifest[manifest.fold == 0])
+    assert len(ds) == 2
+    item = ds[1]
+    assert item["tile_id"] == "img2_0_0"
+    assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 64, 64)
+    assert item["mask"].dtype == torch.int64 and item["mask"].shape == (64, 64)
+    image, mask = _scene(64, 64, seed=2)
+    np.testing.assert_allclose(item["image"].numpy(), normalize_image(image), rtol=1e-6)
+    np.testing.assert_array_equal(item["mask"].numpy(), mask)
+    batch = next(iter(DataLoader(TileDataset(tmp_path, manifest, build_train_transform(48, seed=0)), batch_size=3)))
+    assert batch["image"].shape == (3, 3, 48, 48) and batch["mask"].shape == (3, 48, 48)
+    assert batch["tile_id"] == ["img0_0_0", "img1_0_0", "img2_0_0"]
+    cached = TileDataset(tmp_path, manifest, cache=True)
+    assert torch.equal(cached[0]["mask"], cached[0]["mask"])
+
+
+def test_tile_dataset_missing_file_names_it(tmp_path):
+    manifest = _processed(tmp_path, n=1)
+    (tmp_path / "masks" / "img0_0_0.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"img0_0_0\.png.*preprocess"):
+        TileDataset(tmp_path, manifest)[0]
