@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         ),
         n: int = typer.Option(64, "--n", min=1, help="number of tiles"),
         seed: int = typer.Option(None, "--seed", help="random seed (default: PARKING_SEED)"),
-        size: int = typer.Option(512, "--size", min=32, max=4096, help="tile size in pixels"),
+        size: int = typer.Option(512, "--size", min=32, max=2048, help="tile size in pixels"),
         gsd: str = typer.Option("0.08-0.3", "--gsd", help="metres per pixel: a value or a range sampled per site"),
         style: str = typer.Option(
             "default", "--style", help=f"domain: {', '.join(STYLE_NAMES)} (shift it on purpose for drift)"

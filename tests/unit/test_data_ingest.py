@@ -174,7 +174,7 @@ def test_ingest_twice_equals_once_and_gsd_from_generator(lake, tmp_path):
     assert {k: lake.read_bytes(k) for k in lake.list("raw/")} == before
     m = read_raw_manifest(lake)
     assert m["gsd"].notna().all() and (m["stalls_format"] == "geojson").all()
-    assert sorted(m["site"].unique()) == ["site-0000", "site-0001"]
+    assert sorted(m["site"].unique()) == ["s1-site-0000", "s1-site-0001"]
 
 
 def test_crash_mid_ingest_leaves_no_partial_file_and_rerun_completes(lake, monkeypatch):
