@@ -80,6 +80,9 @@ class AirflowApi:
                 out.append(run)
         return out
 
+    def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
+        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")["state"]
+
     def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
         body = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         return [t["task_id"] for t in body["task_instances"] if t["state"] in ("failed", "upstream_failed")]

@@ -12,7 +12,14 @@ from datetime import UTC, datetime
 
 import typer
 
-PIPELINE = ["parking_ingest", "parking_preprocess", "parking_train", "parking_promote"]
+# (dag_id, the task whose success emits the asset that schedules the next DAG)
+CHAIN = [
+    ("parking_ingest", "publish_raw"),
+    ("parking_preprocess", "publish_processed"),
+    ("parking_train", "tune_and_register"),
+    ("parking_promote", None),
+]
+PIPELINE = [dag_id for dag_id, _ in CHAIN]
 
 
 def _upload_batch(settings, batch: str, n: int, seed: int, size: int) -> int:
@@ -32,18 +39,60 @@ def _upload_batch(settings, batch: str, n: int, seed: int, size: int) -> int:
     return len(files)
 
 
-def _wait_ready(url: str, timeout_s: float) -> bool:
+def _wait_serving(url: str, version: str, timeout_s: float) -> bool:
+    """Wait until the API serves this registry version (it polls the alias; a re-run may find an older one)."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/readyz", timeout=3).status_code == 200:
+            resp = httpx.get(f"{url}/v1/model", timeout=3)
+            if resp.status_code == 200 and str(resp.json().get("version")) == version:
                 return True
         except httpx.HTTPError:
             pass
         time.sleep(2)
     return False
+
+
+def _champion_version(settings) -> str | None:
+    from parking_ml.model.registry import get_alias_version
+
+    found = get_alias_version(settings, settings.model_alias)
+    return str(found.version) if found is not None else None
+
+
+def _has_champion(settings) -> bool:
+    return _champion_version(settings) is not None
+
+
+def _follow_chain(api, console, settings, batch: str, timeout: float, timings: dict[str, float]) -> None:
+    """Trigger ingest, then follow the asset chain. Where an upstream DAG emitted no asset event (nothing new
+    landed: a re-run of the same batch), stop if a champion already serves, else trigger the next DAG by hand."""
+    since = datetime.now(UTC)
+    run_id = api.trigger("parking_ingest", conf={"batch": batch})
+    for i, (dag_id, publisher) in enumerate(CHAIN):
+        t = time.monotonic()
+        with console.status(f"{dag_id} running ..."):
+            if run_id is None:
+                run_id = api.wait_run(dag_id, since=since, timeout_s=timeout)["run_id"]
+            else:
+                api.wait_run(dag_id, run_id=run_id, timeout_s=timeout)
+        timings[dag_id] = time.monotonic() - t
+        console.print(f"[green]{dag_id}[/] finished in {timings[dag_id]:.0f}s")
+        if publisher is None:
+            return
+        emitted = api.task_state(dag_id, run_id, publisher) == "success"
+        next_dag = CHAIN[i + 1][0]
+        if emitted:
+            run_id = None  # the asset event schedules the next DAG: wait for that run
+            continue
+        if _has_champion(settings):
+            console.print(f"{dag_id}: nothing new (already processed); the current champion keeps serving")
+            return
+        console.print(f"{dag_id}: nothing new, but no champion yet: triggering {next_dag} by hand")
+        since = datetime.now(UTC)
+        run_id = api.trigger(next_dag)
 
 
 def demo(
@@ -95,17 +144,7 @@ def demo(
         console.print(f"{files} files written to {settings.lake_url}/landing/{batch}/")
 
         console.rule("3/4 pipeline in Airflow (ingest -> preprocess -> train -> promote)")
-        since = datetime.now(UTC)
-        run_id = api.trigger("parking_ingest", conf={"batch": batch})
-        for dag_id in PIPELINE:
-            t = time.monotonic()
-            with console.status(f"{dag_id} running ..."):
-                if dag_id == "parking_ingest":
-                    api.wait_run(dag_id, run_id=run_id, timeout_s=timeout)
-                else:
-                    api.wait_run(dag_id, since=since, timeout_s=timeout)
-            timings[dag_id] = time.monotonic() - t
-            console.print(f"[green]{dag_id}[/] finished in {timings[dag_id]:.0f}s")
+        _follow_chain(api, console, settings, batch, timeout, timings)
     except AirflowApiError as exc:
         typer.secho(f"{exc}\nAirflow UI: http://{settings.host}:{settings.airflow_port}", fg="red", err=True)
         raise typer.Exit(1) from None
@@ -114,8 +153,19 @@ def demo(
 
     console.rule("4/4 inference API")
     api_url = f"http://{settings.host}:{settings.api_port}"
-    if not _wait_ready(api_url, settings.reload_interval_s + 60):
-        typer.secho(f"the API at {api_url} has no model loaded; see {settings.logs_dir}/api.log", fg="red", err=True)
+    champion = _champion_version(settings)
+    if champion is None:
+        typer.secho(
+            "the challenger did not clear the promotion gate, so there is no champion to serve; its decision and "
+            f"metrics are on the model version in MLflow ({settings.mlflow_tracking_uri})",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if not _wait_serving(api_url, champion, settings.reload_interval_s + 60):
+        typer.secho(
+            f"the API at {api_url} does not serve v{champion}; see {settings.logs_dir}/api.log", fg="red", err=True
+        )
         raise typer.Exit(1)
     from parking_ml.data.synthetic import generate_tile
 
