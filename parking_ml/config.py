@@ -101,6 +101,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(8, ge=0, description="requests allowed to wait for an inference slot")
     drift_flush_rows: int = Field(256, ge=1)
     drift_flush_interval_s: float = Field(30.0, gt=0.0)
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="API log level")
 
     @field_validator("api_keys", mode="before")
     @classmethod

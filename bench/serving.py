@@ -1,0 +1,314 @@
+"""Serving benchmark: our API vs `mlflow models serve` on the same registered model, plus the raw floor.
+
+Run by hand (it starts its own MLflow server, on free loopback ports, in a temporary folder):
+
+    nice -n 10 .venv/bin/python bench/serving.py [--requests 24] [--tile 512] [--concurrency 1 4]
+
+Both servers serve one registered version of the same network (smp Unet resnet18 with a light decoder,
+untrained: timings do not depend on the weights). Ours receives each tile as a multipart PNG, the way a
+client sends an image; mlflow's pyfunc receives the normalised float array as JSON ({"inputs": ...}), which is
+what a client must send it. "raw floor" is one in-process onnxruntime session.run on the same tiles, with
+the same thread count: the cost of the network alone.
+Targets: throughput >= 3x mlflow serve at concurrency 4; our p50 <= 1.15x the raw floor at concurrency 1.
+At concurrency 1 our requests alternate with floor runs, so both see the same load on a shared machine.
+Timings are only comparable within one run; the load average is printed with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+VENV_BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:3]} exited early:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} not up after {timeout_s}s:\n{log.read_text()[-3000:]}")
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def make_tiles(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """Aerial-looking tiles: textured asphalt, painted stall rows, some cars."""
+    rng = np.random.default_rng(seed)
+    tiles = []
+    for _ in range(n):
+        img = rng.normal(105, 12, (size, size, 3)).clip(0, 255).astype(np.uint8)
+        stall_w, stall_h = int(rng.integers(22, 30)), int(rng.integers(45, 55))
+        for y in range(20, size - stall_h - 10, stall_h + 30):
+            for x in range(10, size - stall_w, stall_w + 4):
+                img[y : y + stall_h, x : x + 2] = 235
+                if rng.random() < 0.5:
+                    colour = rng.integers(20, 230, 3).astype(np.uint8)
+                    img[y + 5 : y + stall_h - 5, x + 4 : x + stall_w - 2] = colour
+        tiles.append(img)
+    return tiles
+
+
+@dataclass
+class Result:
+    name: str
+    concurrency: int
+    latencies_s: list[float]
+    wall_s: float
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies_s) / self.wall_s if self.wall_s else 0.0
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
+
+
+def drive(name: str, concurrency: int, n_requests: int, send) -> Result:
+    """Send n_requests (cycling over the tiles) with `concurrency` clients in flight."""
+    latencies: list[float] = []
+    errors = 0
+
+    def one(i: int) -> tuple[float, bool]:
+        t0 = time.perf_counter()
+        ok = send(i)
+        return time.perf_counter() - t0, ok
+
+    send(0)  # warm-up, not counted
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for latency, ok in pool.map(one, range(n_requests)):
+            if ok:
+                latencies.append(latency)
+            else:
+                errors += 1
+    return Result(name, concurrency, latencies, time.perf_counter() - t0, errors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=24, help="requests per server and concurrency level")
+    parser.add_argument("--tiles", type=int, default=8, help="distinct tiles cycled through")
+    parser.add_argument("--tile", type=int, default=512, help="tile side in pixels")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads (ours and the floor)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    from parking_ml.config import Settings
+    from parking_ml.data.images import encode_png
+    from parking_ml.inference import OnnxSegmenter, PreprocessConfig, normalise
+    from parking_ml.model.network import build_model
+    from parking_ml.model.package import build_package
+    from parking_ml.model.registry import log_and_register
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    procs: list[subprocess.Popen] = []
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PARKING_", "MLFLOW_"))}
+    try:
+        # --- registry with one version ------------------------------------------------------------
+        mlflow_port = free_port()
+        tracking = f"http://127.0.0.1:{mlflow_port}"
+        env = {**base_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        mlflow_log = work / "mlflow.log"
+        procs.append(
+            start(
+                [
+                    str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
+                    "--artifacts-destination", str(work / "artifacts"), "--host", "127.0.0.1",
+                    "--port", str(mlflow_port), "--workers", "1",
+                ],
+                env,
+                mlflow_log,
+            )
+        )  # fmt: skip
+        wait_http(f"{tracking}/health", 120, procs[-1], mlflow_log)
+        settings = Settings(home=work / "var", mlflow_tracking_uri=tracking, model_name="bench-spaces")
+        net = build_model("unet", "resnet18", encoder_weights=None, decoder_channels=(128, 64, 32, 16, 8))
+        # trained on 256 px tiles; the 512 px inference window runs a 512 px upload in one pass
+        config = PreprocessConfig(tile_size=256, window=max(512, args.tile), overlap=64)
+        pkg = build_package(net, config, work / "package", tile_size=256)
+        version = log_and_register(pkg.dir, settings, tags={"bench": "serving"}, alias="champion")
+        print(f"registered {version.name} v{version.version} ({version.model_uri})", flush=True)
+
+        # --- both servers, side by side ---------------------------------------------------------------
+        ours_port, theirs_port = free_port(), free_port()
+        ours_env = {
+            **base_env,
+            "MLFLOW_TRACKING_URI": tracking,
+            "PARKING_HOME": str(work / "var"),
+            "PARKING_MODEL_NAME": "bench-spaces",
+            "PARKING_THREADS": str(args.threads),
+        }
+        ours_log = work / "ours.log"
+        procs.append(
+            start(
+                [str(VENV_BIN / "parking-ml"), "serve", "--port", str(ours_port), "--log-level", "warning"],
+                ours_env,
+                ours_log,
+            )
+        )
+        # mlflow models serve execs `uvicorn` from PATH
+        path = f"{VENV_BIN}{os.pathsep}{base_env.get('PATH', '')}"
+        theirs_env = {**base_env, "MLFLOW_TRACKING_URI": tracking, "PATH": path}
+        theirs_log = work / "mlflow-serve.log"
+        procs.append(
+            start(
+                [
+                    str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/bench-spaces@champion",
+                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(theirs_port),
+                ],
+                theirs_env,
+                theirs_log,
+            )
+        )  # fmt: skip
+        wait_http(f"http://127.0.0.1:{ours_port}/readyz", 180, procs[1], ours_log)
+        wait_http(f"http://127.0.0.1:{theirs_port}/ping", 180, procs[2], theirs_log)
+
+        tiles = make_tiles(args.tiles, args.tile)
+        pngs = [encode_png(t) for t in tiles]
+        normalised = [normalise(t, config) for t in tiles]
+        payloads = [json.dumps({"inputs": x[None].tolist()}).encode() for x in normalised]
+        print(
+            f"payload per request: ours {np.mean([len(p) for p in pngs]) / 1e3:.0f} kB PNG, "
+            f"mlflow {np.mean([len(p) for p in payloads]) / 1e6:.1f} MB JSON",
+            flush=True,
+        )
+        client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=16))
+
+        def send_ours(i: int) -> bool:
+            r = client.post(f"http://127.0.0.1:{ours_port}/v1/predict", files={"file": ("t.png", pngs[i % len(pngs)])})
+            return r.status_code == 200
+
+        def send_theirs(i: int) -> bool:
+            r = client.post(
+                f"http://127.0.0.1:{theirs_port}/invocations",
+                content=payloads[i % len(payloads)],
+                headers={"content-type": "application/json"},
+            )
+            return r.status_code == 200
+
+        # --- raw floor, interleaved with our sequential requests --------------------------------------------
+        # on a shared box the load drifts; alternating floor run and API request exposes both to the same load
+        seg = OnnxSegmenter(pkg.onnx_path, config, threads=args.threads)
+        for x in normalised[:2]:
+            seg.run_logits(x[None])
+        send_ours(0)
+        load_before = os.getloadavg()
+        floor, ours_seq = [], []
+        t_ours = 0.0
+        for i in range(args.requests):
+            x = normalised[i % len(normalised)][None]
+            t0 = time.perf_counter()
+            seg.run_logits(x)
+            floor.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ok = send_ours(i)
+            ours_seq.append(time.perf_counter() - t0)
+            t_ours += ours_seq[-1]
+            if not ok:
+                raise RuntimeError("our API failed a benchmark request")
+        del seg
+        floor_result = Result("raw onnxruntime", 1, floor, sum(floor), 0)
+        results = [floor_result]
+        print(f"  floor c=1: {floor_result.rps:.2f} req/s", flush=True)
+        for c in args.concurrency:
+            if c == 1:
+                results.append(Result("ours (parking-ml serve)", 1, ours_seq, t_ours, 0))
+            else:
+                results.append(drive("ours (parking-ml serve)", c, args.requests, send_ours))
+            print(f"  ours  c={c}: {results[-1].rps:.2f} req/s", flush=True)
+            results.append(drive("mlflow models serve", c, args.requests, send_theirs))
+            print(f"  mlflow c={c}: {results[-1].rps:.2f} req/s", flush=True)
+        load_after = os.getloadavg()
+        client.close()
+
+        # --- table ----------------------------------------------------------------------------------------
+        print()
+        print(f"tile {args.tile}x{args.tile}, {args.requests} requests per row, {os.cpu_count()} CPUs, "
+              f"onnxruntime threads {args.threads}")  # fmt: skip
+        print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
+        header = f"| {'server':<26} | conc | req/s | p50 ms | p95 ms | p99 ms | errors |"
+        print(header)
+        print("|" + "|".join("-" * (len(p)) for p in header.split("|")[1:-1]) + "|")
+        for r in results:
+            print(
+                f"| {r.name:<26} | {r.concurrency:>4} | {r.rps:5.2f} | {r.pct(50):6.0f} | {r.pct(95):6.0f} "
+                f"| {r.pct(99):6.0f} | {r.errors:>6} |"
+            )
+        print()
+        floor_p50 = floor_result.pct(50)
+        for c in args.concurrency:
+            ours = next(r for r in results if r.name.startswith("ours") and r.concurrency == c)
+            theirs = next(r for r in results if r.name.startswith("mlflow") and r.concurrency == c)
+            ratio = ours.rps / theirs.rps if theirs.rps else float("inf")
+            print(
+                f"concurrency {c}: throughput ours/mlflow = {ratio:.2f}x; "
+                f"p50 ours/mlflow = {ours.pct(50) / theirs.pct(50):.2f}; "
+                f"p50 ours/raw floor = {ours.pct(50) / floor_p50:.2f}x"
+            )
+        c4 = max(args.concurrency)
+        ours4 = next(r for r in results if r.name.startswith("ours") and r.concurrency == c4)
+        theirs4 = next(r for r in results if r.name.startswith("mlflow") and r.concurrency == c4)
+        ours1 = next(r for r in results if r.name.startswith("ours") and r.concurrency == min(args.concurrency))
+        print(
+            f"targets: throughput >= 3x mlflow at c={c4}: {ours4.rps / max(theirs4.rps, 1e-9):.2f}x "
+            f"({'met' if ours4.rps >= 3 * theirs4.rps else 'NOT met'}); "
+            f"p50 <= 1.15x floor: {ours1.pct(50) / floor_p50:.2f}x "
+            f"({'met' if ours1.pct(50) <= 1.15 * floor_p50 else 'NOT met'})"
+        )
+        print(f"raw floor p50 {statistics.median(floor) * 1000:.0f} ms")
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The work of one prediction request, run in the inference thread pool (numpy, OpenCV and onnxruntime
+release the GIL): decode with the header checked first, predict, GeoJSON, drift features."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from parking_ml.config import Settings
+from parking_ml.data.images import ImageError, RasterImage, check_size, encode_png, probe_image, read_image
+from parking_ml.features import tile_features
+from parking_ml.inference import Prediction, georeferenced_geojson, predict
+from serving.drift import DriftBuffer, feature_row
+from serving.errors import IMAGE_ERROR_STATUS, ApiError
+from serving.holder import LoadedModel
+from serving.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class InferenceResult:
+    image: RasterImage
+    prediction: Prediction
+    geojson: dict[str, Any] | None
+    timings_ms: dict[str, float]
+    mask_png: bytes | None = None
+
+
+def decode_upload(data: bytes, name: str, settings: Settings) -> RasterImage:
+    """Bytes -> RGB, refusing by the header (type by magic bytes, pixel count) before decoding anything."""
+    try:
+        info = probe_image(data, name)
+        # a decompression bomb is refused here, from its header: 413 like an oversized upload
+        check_size(info, name, max_pixels=settings.max_pixels)
+        return read_image(data, name, max_pixels=settings.max_pixels)
+    except ImageError as exc:
+        raise ApiError(IMAGE_ERROR_STATUS.get(exc.code, 422), exc.code, exc.message) from None
+
+
+def run_inference(
+    model: LoadedModel,
+    data: bytes,
+    name: str,
+    settings: Settings,
+    metrics: Metrics,
+    drift: DriftBuffer,
+    request_id: str,
+    with_mask_png: bool = False,
+) -> InferenceResult:
+    t0 = time.perf_counter()
+    image = decode_upload(data, name, settings)
+    t_decode = time.perf_counter() - t0
+    pred = predict(model.segmenter, image.rgb, image_gsd=image.gsd)
+    timings = {"decode_ms": round(t_decode * 1000, 2), **pred.timings_ms}
+    geojson = georeferenced_geojson(pred.spaces, image.transform, image.crs)
+    mask_png = encode_png(pred.mask) if with_mask_png else None
+    t1 = time.perf_counter()
+    try:
+        drift.add(feature_row(tile_features(image.rgb, pred), request_id, model.name, model.version))
+    except Exception:  # features are best effort: never fail a prediction for them
+        logger.exception("drift features failed", extra={"request_id": request_id})
+    t_features = time.perf_counter() - t1
+    timings["features_ms"] = round(t_features * 1000, 2)
+    timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+    for stage, ms in timings.items():
+        metrics.inference_duration.labels(stage=stage.removesuffix("_ms")).observe(ms / 1000)
+    metrics.free_spaces.observe(pred.free_count)
+    metrics.occupied_spaces.observe(pred.occupied_count)
+    return InferenceResult(image, pred, geojson, timings, mask_png)

@@ -1,0 +1,222 @@
+"""Inference core: config round trip, post-processing on hand-made probability maps, tiled prediction."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from parking_ml.features import FEATURE_COLUMNS, features_frame, tile_features
+from parking_ml.inference import (
+    OnnxSegmenter,
+    PreprocessConfig,
+    georeferenced_geojson,
+    postprocess,
+    predict,
+    spaces_to_geojson,
+)
+
+
+def write_color_net(path, seed: int = 0) -> None:
+    """A tiny fully-convolutional net: a 3x3 blur then a 1x1 conv calling green 'free' and red 'occupied'.
+
+    Small receptive field (3 px) and dynamic N/H/W, like the real exported networks."""
+    rng = np.random.default_rng(seed)
+    blur = np.full((3, 1, 3, 3), 1 / 9, dtype=np.float32) + rng.normal(0, 0.01, (3, 1, 3, 3)).astype(np.float32)
+    # logits: background 0, free = g - r - 1, occupied = r - g - 1 (on normalised values)
+    w = np.array([[0, 0, 0], [-1, 1, 0], [1, -1, 0]], dtype=np.float32).reshape(3, 3, 1, 1)
+    b = np.array([0, -1, -1], dtype=np.float32)
+    nodes = [
+        helper.make_node("Conv", ["input", "blur_w"], ["h"], pads=[1, 1, 1, 1], group=3),
+        helper.make_node("Conv", ["h", "cls_w", "cls_b"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        initializer=[
+            numpy_helper.from_array(blur, "blur_w"),
+            numpy_helper.from_array(w, "cls_w"),
+            numpy_helper.from_array(b, "cls_b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def lot_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Grey asphalt with green (free) and red (occupied) stalls."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 110, dtype=np.uint8) + rng.integers(0, 20, (h, w, 3), dtype=np.uint8)
+    for i, y in enumerate(range(10, h - 30, 40)):
+        for j, x in enumerate(range(10, w - 20, 30)):
+            color = (20, 220, 30) if (i + j) % 3 else (220, 30, 20)
+            img[y : y + 24, x : x + 14] = color
+    return img
+
+
+def test_config_round_trip_and_unknown_keys():
+    cfg = PreprocessConfig(tile_size=128, overlap=16, gsd=0.1)
+    again = PreprocessConfig.from_json(cfg.to_json())
+    assert again == cfg
+    data = json.loads(cfg.to_json()) | {"some_future_key": 1}
+    assert PreprocessConfig.from_dict(data) == cfg
+    with pytest.raises(ValueError, match="multiple of pad_multiple"):
+        PreprocessConfig(tile_size=100)
+    assert cfg.min_area_for(0.05) == cfg.min_area_px * 4
+    assert cfg.min_area_for(None) == cfg.min_area_px
+
+
+def _probs_from_mask(mask: np.ndarray, conf: float = 0.9) -> np.ndarray:
+    probs = np.full((3, *mask.shape), (1 - conf) / 2, dtype=np.float32)
+    for c in range(3):
+        probs[c][mask == c] = conf
+    return probs
+
+
+def test_postprocess_counts_polygons_and_small_specks():
+    mask = np.zeros((100, 120), dtype=np.uint8)
+    mask[10:30, 10:20] = 1  # free, 200 px
+    mask[10:30, 40:50] = 1  # free
+    mask[50:80, 60:75] = 2  # occupied, 450 px
+    mask[90:92, 100:102] = 1  # speck: 4 px < min area
+    pred = postprocess(_probs_from_mask(mask), PreprocessConfig(min_area_px=20))
+    assert (pred.free_count, pred.occupied_count) == (2, 1)
+    assert pred.occupancy_rate == pytest.approx(1 / 3, abs=1e-3)
+    assert pred.mask[91, 101] == 0  # the speck left the map too
+    first = pred.spaces[0]
+    assert first.status == "free" and first.area_px == 200 and first.confidence == pytest.approx(0.9, abs=1e-4)
+    xs = [p[0] for p in first.polygon]
+    ys = [p[1] for p in first.polygon]
+    # the rectangle covers whole pixels: columns 10..19 -> x in [10, 20], rows 10..29 -> y in [10, 30]
+    assert (min(xs), max(xs), min(ys), max(ys)) == pytest.approx((10, 20, 10, 30), abs=1e-3)
+    assert first.polygon[0] == first.polygon[-1] and len(first.polygon) == 5
+    occ = next(s for s in pred.spaces if s.status == "occupied")
+    assert occ.area_px == 450
+    assert [s.id for s in pred.spaces] == [1, 2, 3]
+
+
+def test_postprocess_empty_map():
+    pred = postprocess(_probs_from_mask(np.zeros((32, 32), dtype=np.uint8)), PreprocessConfig())
+    assert pred.spaces == [] and pred.occupancy_rate is None and pred.free_fraction == 0
+
+
+def test_rotated_component_gets_oriented_box():
+    import cv2
+
+    mask = np.zeros((100, 100), dtype=np.uint8)
+    box = cv2.boxPoints(((50, 50), (40, 12), 30)).astype(np.int32)
+    cv2.fillPoly(mask, [box], 1)
+    pred = postprocess(_probs_from_mask(mask), PreprocessConfig())
+    assert pred.free_count == 1
+    poly = np.array(pred.spaces[0].polygon[:4], dtype=np.float32)
+    (_, _), (w, h), _ = cv2.minAreaRect(poly)
+    # an axis-aligned box would be ~41 x 31; the oriented one hugs the 40 x 12 stall
+    assert sorted((w, h)) == pytest.approx([13, 41], abs=2.5)
+
+
+@pytest.fixture()
+def color_net(tmp_path):
+    path = tmp_path / "model.onnx"
+    write_color_net(path)
+    return path
+
+
+def test_single_tile_prediction_finds_stalls(color_net):
+    cfg = PreprocessConfig(tile_size=256, overlap=32, min_area_px=20)
+    seg = OnnxSegmenter(color_net, cfg, threads=1)
+    img = lot_image(200, 230)  # not a multiple of 32: padded and cropped back
+    pred = predict(seg, img)
+    assert pred.mask.shape == (200, 230)
+    expected_occ = sum(
+        1 for i, _ in enumerate(range(10, 170, 40)) for j, _ in enumerate(range(10, 210, 30)) if not (i + j) % 3
+    )
+    expected_total = len(range(10, 170, 40)) * len(range(10, 210, 30))
+    assert pred.occupied_count == expected_occ
+    assert pred.free_count == expected_total - expected_occ
+    assert {"preprocess_ms", "inference_ms", "postprocess_ms", "total_ms"} <= set(pred.timings_ms)
+
+
+def test_sliding_windows_match_single_pass_in_interior(color_net):
+    img = lot_image(300, 420, seed=3)
+    big = OnnxSegmenter(color_net, PreprocessConfig(window=512, overlap=0), threads=1)
+    tiled = OnnxSegmenter(color_net, PreprocessConfig(tile_size=128, window=128, overlap=32), threads=1, batch_size=3)
+    calls = []
+    p_full = big.predict_probs(img)
+    p_tiled = tiled.predict_probs(img, progress=lambda d, t: calls.append((d, t)))
+    assert p_tiled.shape == p_full.shape == (3, 300, 420)
+    np.testing.assert_allclose(p_tiled.sum(axis=0), 1.0, atol=1e-5)
+    inner = (slice(None), slice(4, -4), slice(4, -4))
+    diff = np.abs(p_tiled[inner] - p_full[inner])
+    assert diff.mean() < 1e-3 and diff.max() < 0.05
+    assert calls[-1][0] == calls[-1][1] > 1
+
+
+def test_geojson_pixel_and_georeferenced():
+    from affine import Affine
+
+    mask = np.zeros((40, 40), dtype=np.uint8)
+    mask[5:25, 5:15] = 1
+    pred = postprocess(_probs_from_mask(mask), PreprocessConfig())
+    pix = spaces_to_geojson(pred.spaces)
+    assert pix["features"][0]["properties"]["status"] == "free" and "crs" not in pix
+    transform = Affine(0.1, 0, 500000.0, 0, -0.1, 4649776.0)  # UTM 33N, 0.1 m/px
+    geo = georeferenced_geojson(pred.spaces, transform, "EPSG:32633")
+    ring = np.array(geo["image_crs"]["features"][0]["geometry"]["coordinates"][0])
+    assert ring[:, 0].min() == pytest.approx(500000.5) and ring[:, 1].max() == pytest.approx(4649775.5)
+    lonlat = np.array(geo["wgs84"]["features"][0]["geometry"]["coordinates"][0])
+    assert 14.9 < lonlat[:, 0].mean() < 15.1 and 41.9 < lonlat[:, 1].mean() < 42.1
+    assert georeferenced_geojson(pred.spaces, None, None) is None
+
+
+def test_tile_features_simple_images_and_frame(color_net):
+    flat = np.full((64, 64, 3), 128, dtype=np.uint8)
+    f = tile_features(flat)
+    assert f["brightness"] == pytest.approx(128 / 255, abs=0.01)
+    assert f["contrast"] == 0 and f["sharpness"] == 0 and f["edge_density"] == 0 and f["saturation"] == 0
+    assert math.isnan(f["mean_confidence"]) and (f["width"], f["height"]) == (64, 64)
+    checker = np.kron(np.indices((8, 8)).sum(axis=0) % 2, np.ones((8, 8))).astype(np.uint8) * 255
+    f2 = tile_features(np.repeat(checker[..., None], 3, axis=2))
+    assert f2["contrast"] > 0.4 and f2["sharpness"] > 1000 and f2["edge_density"] > 0.05
+    red = np.zeros((10, 20, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    f3 = tile_features(red)
+    assert f3["mean_r"] == 1 and f3["mean_g"] == 0 and f3["saturation"] == 1
+    seg = OnnxSegmenter(color_net, PreprocessConfig(), threads=1)
+    img = lot_image(128, 128)
+    pred = predict(seg, img)
+    f4 = tile_features(img, pred)
+    assert f4["free_spaces"] == pred.free_count and 0 < f4["free_fraction"] < 1
+    frame = features_frame([f, f4 | {"request_id": "r1"}])
+    assert list(frame.columns) == [*FEATURE_COLUMNS, "request_id"]
+    assert frame["free_spaces"].isna().tolist() == [True, False]
+
+
+def test_fast_argmax_matches_numpy_including_ties():
+    from parking_ml.inference import _argmax_classes, softmax
+
+    rng = np.random.default_rng(1)
+    probs = softmax(rng.normal(size=(1, 3, 64, 80)).astype(np.float32))[0]
+    probs[:, :5, :5] = 1 / 3
+    probs[1:, 10:15, :] = 0.5
+    probs[0, 10:15, :] = 0.0
+    label, top = _argmax_classes(probs)
+    np.testing.assert_array_equal(label, probs.argmax(axis=0))
+    np.testing.assert_allclose(top, probs.max(axis=0))
+
+
+def test_normalise_matches_the_training_formula():
+    from parking_ml.inference import normalise
+
+    cfg = PreprocessConfig(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    img = np.random.default_rng(2).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    expected = ((img / 255.0 - np.array(cfg.mean)) / np.array(cfg.std)).transpose(2, 0, 1)
+    got = normalise(img, cfg)
+    assert got.dtype == np.float32 and got.shape == (3, 37, 53) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, expected, atol=1e-5)
