@@ -55,3 +55,26 @@ def test_api_runs_without_torch_mlflow_airflow(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("OK []")
+
+
+def test_registry_loading_path_imports_without_torch():
+    """In registry mode the holder downloads packages through parking_ml.model.package: that import must not
+    pull torch (export needs it, download does not)."""
+    script = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in {"torch", "torchvision", "airflow", "segmentation_models_pytorch"}:
+                    raise ImportError(f"{name} is not in the serving image")
+
+        sys.meta_path.insert(0, Block())
+        from parking_ml.model.package import download_package
+        import serving.holder
+        print("OK", callable(download_package))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "OK True"

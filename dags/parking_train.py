@@ -1,0 +1,35 @@
+"""parking_train: Optuna CV tuning + final fit on the newest processed dataset; registers the `challenger`.
+
+Runs when `parking_preprocess` emits the processed asset (or by hand); emits `parking_challenger`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+from parking_assets import PARKING_CHALLENGER, PARKING_PROCESSED
+
+
+@dag(
+    dag_id="parking_train",
+    schedule=[PARKING_PROCESSED],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["parking", "training"],
+    doc_md=__doc__,
+)
+def parking_train():
+    @task(outlets=[PARKING_CHALLENGER], execution_timeout=timedelta(hours=12))
+    def tune_and_register() -> dict:
+        """Tune, fit, export, register; a retried task resumes the stored Optuna study."""
+        from parking_ml.config import load_settings
+        from parking_ml.model.tune import run_training
+
+        return run_training(load_settings())
+
+    tune_and_register()
+
+
+dag = parking_train()

@@ -1,0 +1,171 @@
+"""Evaluation metrics: ONE `evaluate` used by CV folds, the holdout check and the promotion gate.
+
+Masks are class maps (0 background, 1 free, 2 occupied, 255 ignore in the truth). Pixel metrics pool the
+pixels of all tiles; space metrics pool matched connected components of class 1 (8-connectivity, as the
+inference post-processing counts them); count error is averaged per tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+IGNORE_INDEX = 255
+CLASS_NAMES = ("background", "free", "occupied")
+MATCH_IOU = 0.5
+# metrics where lower is better (the promotion gate needs to know the direction)
+LOWER_IS_BETTER = frozenset({"free_count_mae"})
+
+
+def confusion_matrix(pred: np.ndarray, true: np.ndarray, classes: int = 3) -> np.ndarray:
+    """classes x classes counts, rows = truth, columns = prediction; ignored truth pixels are skipped."""
+    valid = true != IGNORE_INDEX
+    t = true[valid].astype(np.int64)
+    p = np.clip(pred[valid].astype(np.int64), 0, classes - 1)
+    return np.bincount(t * classes + p, minlength=classes * classes).reshape(classes, classes)
+
+
+def _components(binary: np.ndarray) -> list[np.ndarray]:
+    import cv2
+
+    n, labels = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)
+    return [labels == k for k in range(1, n)]
+
+
+def match_spaces(pred: np.ndarray, true: np.ndarray, iou: float = MATCH_IOU) -> tuple[int, int, int]:
+    """(true positives, predicted count, true count) of class-1 components matched one-to-one at IoU >= iou."""
+    pc = _components(pred == 1)
+    tc = _components(true == 1)
+    if not pc or not tc:
+        return 0, len(pc), len(tc)
+    scores = []
+    for i, p in enumerate(pc):
+        for j, t in enumerate(tc):
+            inter = int(np.logical_and(p, t).sum())
+            if inter == 0:
+                continue
+            value = inter / int(np.logical_or(p, t).sum())
+            if value >= iou:
+                scores.append((value, i, j))
+    used_p: set[int] = set()
+    used_t: set[int] = set()
+    tp = 0
+    for _, i, j in sorted(scores, reverse=True):
+        if i not in used_p and j not in used_t:
+            used_p.add(i)
+            used_t.add(j)
+            tp += 1
+    return tp, len(pc), len(tc)
+
+
+def _polygon_mask(shape: tuple[int, int], polygon: Sequence[Sequence[float]]) -> np.ndarray:
+    import cv2
+
+    out = np.zeros(shape, dtype=np.uint8)
+    pts = np.round(np.asarray(polygon, dtype=np.float64)).astype(np.int32).reshape(-1, 1, 2)
+    cv2.fillPoly(out, [pts], 1)
+    return out.astype(bool)
+
+
+def _stall_items(stalls: Any) -> list[tuple[list, str]]:
+    """Accept a GeoJSON FeatureCollection (pixel coordinates) or a list of {"polygon", "status"}."""
+    if stalls is None:
+        return []
+    if isinstance(stalls, Mapping) and "features" in stalls:
+        out = []
+        for feat in stalls["features"]:
+            props = feat.get("properties") or {}
+            if props.get("ignore"):
+                continue
+            out.append((feat["geometry"]["coordinates"][0], str(props.get("status", ""))))
+        return out
+    return [(s["polygon"], str(s["status"])) for s in stalls]
+
+
+def _safe_div(a: float, b: float) -> float:
+    return float(a / b) if b else 0.0
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def evaluate(
+    pred_masks: Sequence[np.ndarray],
+    true_masks: Sequence[np.ndarray],
+    stalls: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """Metrics of predicted class maps against true ones (same order, same shapes).
+
+    Returns floats: iou_background, iou_free, iou_occupied, miou (mean over classes present in truth or
+    prediction), free_precision/free_recall/free_f1 (pixels), space_precision/space_recall/space_f1
+    (class-1 components matched at IoU >= 0.5), free_count_mae (mean |predicted - true| free spaces per tile),
+    stall_accuracy (share of known stalls whose majority predicted class matches their status; only when
+    stalls are given), n_tiles; plus "confusion" (3 x 3 list, rows truth).
+    Classes absent from both truth and prediction get IoU 1.0 (nothing to get wrong).
+    """
+    if len(pred_masks) != len(true_masks):
+        raise ValueError(f"{len(pred_masks)} predicted masks but {len(true_masks)} true masks")
+    if stalls is not None and len(stalls) != len(true_masks):
+        raise ValueError(f"stalls given for {len(stalls)} tiles but there are {len(true_masks)} masks")
+    conf = np.zeros((3, 3), dtype=np.int64)
+    tp_s = n_pred_s = n_true_s = 0
+    count_errors: list[float] = []
+    stall_total = stall_correct = 0
+    for k, (pred, true) in enumerate(zip(pred_masks, true_masks, strict=True)):
+        pred = np.asarray(pred)
+        true = np.asarray(true)
+        if pred.shape != true.shape:
+            raise ValueError(f"tile {k}: predicted mask {pred.shape} and true mask {true.shape} differ")
+        conf += confusion_matrix(pred, true)
+        # ignored truth pixels must not create or split predicted spaces either
+        pred_valid = np.where(true == IGNORE_INDEX, 0, pred)
+        tp, npred, ntrue = match_spaces(pred_valid, true)
+        tp_s, n_pred_s, n_true_s = tp_s + tp, n_pred_s + npred, n_true_s + ntrue
+        count_errors.append(abs(npred - ntrue))
+        if stalls is not None:
+            for polygon, status in _stall_items(stalls[k]):
+                if status not in ("free", "occupied"):
+                    continue
+                region = _polygon_mask(true.shape, polygon)
+                n_free = int(np.sum(pred[region] == 1))
+                n_occ = int(np.sum(pred[region] == 2))
+                predicted = "free" if n_free > n_occ else "occupied" if n_occ > n_free else "none"
+                stall_total += 1
+                stall_correct += int(predicted == status)
+    out: dict[str, Any] = {}
+    ious = []
+    for c, name in enumerate(CLASS_NAMES):
+        inter = conf[c, c]
+        union = conf[c, :].sum() + conf[:, c].sum() - inter
+        iou = _safe_div(inter, union) if union else 1.0
+        out[f"iou_{name}"] = iou
+        if union:
+            ious.append(iou)
+    out["miou"] = float(np.mean(ious)) if ious else 1.0
+    no_free = conf[:, 1].sum() == 0 and conf[1, :].sum() == 0
+    precision = 1.0 if no_free else _safe_div(conf[1, 1], conf[:, 1].sum())
+    recall = 1.0 if no_free else _safe_div(conf[1, 1], conf[1, :].sum())
+    out["free_precision"], out["free_recall"], out["free_f1"] = precision, recall, _f1(precision, recall)
+    sp = _safe_div(tp_s, n_pred_s) if n_pred_s else float(n_true_s == 0)
+    sr = _safe_div(tp_s, n_true_s) if n_true_s else float(n_pred_s == 0)
+    out["space_precision"], out["space_recall"] = sp, sr
+    out["space_f1"] = _f1(sp, sr)
+    out["free_count_mae"] = float(np.mean(count_errors)) if count_errors else 0.0
+    if stalls is not None:
+        out["stall_accuracy"] = _safe_div(stall_correct, stall_total) if stall_total else float("nan")
+    out["n_tiles"] = len(true_masks)
+    out["confusion"] = conf.tolist()
+    return out
+
+
+def scalar_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The float entries of an evaluate() result (for mlflow.log_metrics / tags), optionally prefixed."""
+    out = {}
+    for key, value in metrics.items():
+        numeric = isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
+        if numeric and np.isfinite(float(value)):
+            out[f"{prefix}{key}"] = float(value)
+    return out

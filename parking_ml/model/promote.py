@@ -1,0 +1,226 @@
+"""The promotion gate: challenger vs champion on the frozen holdout, through the serving inference code.
+
+`champion` moves only when the challenger's primary metric (Settings.objective_metric) beats the champion's
+by more than Settings.promotion_margin and no guard metric regresses beyond Settings.promotion_tolerance; a
+first model must reach Settings.promotion_min_quality. Every decision is tagged on the challenger version and
+logged as a "promotion" run (both eval.json files + decision.json). Every champion move is appended to a
+history (registered-model tag) so `rollback` can walk back; the new champion also gets `previous_champion`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parking_ml.config import Settings
+from parking_ml.model.metrics import LOWER_IS_BETTER, scalar_metrics
+
+logger = logging.getLogger(__name__)
+
+# guard metrics: (name, how a regression is measured). Counts are compared relative to max(champion, 1)
+# spaces per tile, so the tolerance reads as a share for both kinds.
+GUARD_METRICS = ("free_count_mae", "iou_occupied")
+
+
+@dataclass
+class Decision:
+    promoted: bool
+    reason: str
+    challenger_version: str | None
+    champion_version: str | None
+    primary_metric: str
+    challenger_metrics: dict = field(default_factory=dict)
+    champion_metrics: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide(
+    challenger: dict,
+    champion: dict | None,
+    settings: Settings,
+    primary: str | None = None,
+    guards: tuple[str, ...] = GUARD_METRICS,
+) -> tuple[bool, str]:
+    """(promote?, reason) from two evaluate() results on the same holdout."""
+    primary = primary or settings.objective_metric
+    value = float(challenger[primary])
+    if champion is None:
+        if value >= settings.promotion_min_quality:
+            return True, f"first model: {primary} {value:.4f} >= min quality {settings.promotion_min_quality}"
+        return False, f"first model below the bar: {primary} {value:.4f} < {settings.promotion_min_quality}"
+    base = float(champion[primary])
+    gain = value - base
+    if gain <= settings.promotion_margin:
+        return False, (
+            f"{primary} {value:.4f} vs champion {base:.4f}: gain {gain:+.4f} is not above the margin "
+            f"{settings.promotion_margin}"
+        )
+    for guard in guards:
+        if guard not in challenger or guard not in champion:
+            continue
+        new, old = float(challenger[guard]), float(champion[guard])
+        if guard in LOWER_IS_BETTER:
+            regression = (new - old) / max(old, 1.0)
+        else:
+            regression = old - new
+        if regression > settings.promotion_tolerance:
+            return False, (
+                f"{primary} improves {gain:+.4f} but guard {guard} regresses: {new:.4f} vs champion {old:.4f} "
+                f"(beyond tolerance {settings.promotion_tolerance})"
+            )
+    return True, f"{primary} {value:.4f} beats champion {base:.4f} by {gain:+.4f}; guards hold"
+
+
+def _evaluate_version(settings: Settings, version: Any, data: Any, workdir: Path, label: str) -> dict:
+    from parking_ml.model.evaluation import evaluate_package
+    from parking_ml.model.package import download_package
+    from parking_ml.model.tune import holdout_rows
+
+    pkg = download_package(
+        f"models:/{settings.model_name}/{version.version}", workdir / label, tracking_uri=settings.mlflow_tracking_uri
+    )
+    metrics, _ = evaluate_package(pkg, data.root, holdout_rows(data.manifest), settings.threads, progress=False)
+    return metrics
+
+
+def run_promotion(settings: Settings, data: Any = None) -> dict:
+    """Evaluate challenger and champion on the challenger's holdout and move `champion` if the gate passes.
+
+    data: a tune.ProcessedData to use instead of materialising the challenger's dataset_version.
+    """
+    import mlflow
+
+    from parking_ml.model import registry
+    from parking_ml.model.tune import holdout_rows, load_processed
+
+    challenger = registry.get_alias_version(settings, settings.challenger_alias)
+    champion = registry.get_alias_version(settings, settings.model_alias)
+    primary = settings.objective_metric
+    if challenger is None:
+        return Decision(False, "no challenger version to evaluate", None, None, primary).to_dict()
+    champ_v = champion.version if champion is not None else None
+    if champ_v == challenger.version:
+        return Decision(
+            False, f"challenger v{challenger.version} is already the champion", challenger.version, champ_v, primary
+        ).to_dict()
+    dataset_version = (challenger.tags or {}).get("dataset_version")
+    if data is None:
+        if not dataset_version:
+            raise ValueError(
+                f"{settings.model_name} v{challenger.version} has no dataset_version tag; cannot find its holdout"
+            )
+        data = load_processed(settings, dataset_version)
+    if holdout_rows(data.manifest).empty:
+        raise ValueError(f"dataset {data.version} has no holdout tiles (split == 'holdout'); cannot gate")
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(settings.model_name)
+    with (
+        tempfile.TemporaryDirectory(prefix="parking-promote-") as tmp,
+        mlflow.start_run(run_name="promotion", tags={"run_kind": "promotion", "dataset_version": data.version}),
+    ):
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        ch_metrics = _evaluate_version(settings, challenger, data, work, "challenger")
+        champ_metrics = _evaluate_version(settings, champion, data, work, "champion") if champion else None
+        promoted, reason = decide(ch_metrics, champ_metrics, settings, primary)
+        decision = Decision(promoted, reason, challenger.version, champ_v, primary, ch_metrics, champ_metrics or {})
+        mlflow.log_params(
+            {
+                "challenger_version": challenger.version,
+                "champion_version": champ_v or "none",
+                "primary_metric": primary,
+                "margin": settings.promotion_margin,
+                "tolerance": settings.promotion_tolerance,
+                "min_quality": settings.promotion_min_quality,
+            }
+        )
+        mlflow.log_metrics(scalar_metrics(ch_metrics, prefix="challenger_"))
+        if champ_metrics:
+            mlflow.log_metrics(scalar_metrics(champ_metrics, prefix="champion_"))
+        mlflow.log_metric("eval_s", time.perf_counter() - t0)
+        mlflow.set_tags({"promotion_decision": "promoted" if promoted else "rejected", "reason": reason[:5000]})
+        for name, payload in (
+            ("challenger_eval.json", ch_metrics),
+            ("champion_eval.json", champ_metrics or {}),
+            ("decision.json", decision.to_dict()),
+        ):
+            (work / name).write_text(json.dumps(payload, indent=2, default=float))
+            mlflow.log_artifact(str(work / name))
+        registry.set_version_tags(
+            settings,
+            challenger.version,
+            {
+                "promotion_decision": "promoted" if promoted else "rejected",
+                "promotion_reason": reason[:5000],
+                **{f"promotion_{k}": v for k, v in scalar_metrics(ch_metrics).items()},
+            },
+        )
+        if promoted:
+            move_champion(settings, challenger.version, reason, kind="gate")
+    logger.info("promotion decision", extra={"promoted": promoted, "reason": reason})
+    return decision.to_dict()
+
+
+def move_champion(settings: Settings, version: str | int, reason: str, kind: str) -> dict:
+    """Point `champion` at version, remembering the previous one (tag + history) for rollback."""
+    from parking_ml.model import registry
+
+    version = str(version)
+    registry.get_version(settings, version)  # a clear MLflow error when the version does not exist
+    current = registry.get_alias_version(settings, settings.model_alias)
+    previous = current.version if current is not None else None
+    registry.set_alias(settings, settings.model_alias, version)
+    registry.set_version_tags(settings, version, {"previous_champion": previous or "none"})
+    entry = {"version": version, "previous": previous, "kind": kind, "reason": reason, "at": time.time()}
+    registry.record_champion_move(settings, entry)
+    logger.info("champion moved", extra=entry)
+    return entry
+
+
+def manual_promote(settings: Settings, version: str | int, reason: str) -> dict:
+    """`parking-ml model promote --version N --reason ...`: an operator's decision, bypassing the gate."""
+    from parking_ml.model import registry
+
+    entry = move_champion(settings, version, reason, kind="manual")
+    registry.set_version_tags(settings, version, {"promotion_decision": "manual", "promotion_reason": reason})
+    return entry
+
+
+def rollback(settings: Settings, reason: str = "rollback") -> dict:
+    """Point `champion` back at the version it replaced (walks further back on repeated rollbacks)."""
+    from parking_ml.model import registry
+
+    current = registry.get_alias_version(settings, settings.model_alias)
+    if current is None:
+        raise ValueError(f"{settings.model_name} has no {settings.model_alias!r} alias; nothing to roll back")
+    history = registry.champion_history(settings)
+    moves = [h for h in history if h["kind"] != "rollback" and h["version"] == current.version]
+    previous = moves[-1]["previous"] if moves else None
+    if previous is None:
+        tag = (current.tags or {}).get("previous_champion")
+        previous = tag if tag and tag != "none" else None
+    if previous is None:
+        raise ValueError(
+            f"v{current.version} has no previous champion to roll back to; use "
+            "`parking-ml model promote --version N --reason ...`"
+        )
+    registry.set_alias(settings, settings.model_alias, previous)
+    entry = {
+        "version": str(previous),
+        "previous": current.version,
+        "kind": "rollback",
+        "reason": reason,
+        "at": time.time(),
+    }
+    registry.record_champion_move(settings, entry)
+    registry.set_version_tags(settings, current.version, {"rolled_back": reason[:5000]})
+    logger.info("champion rolled back", extra=entry)
+    return entry

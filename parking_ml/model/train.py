@@ -1,0 +1,190 @@
+"""The training loop: AdamW, one-cycle or cosine schedule, early stopping, best checkpoint, epoch callback.
+
+Device and threads come from Settings at the entry point (see `resolve_device`); on CUDA the forward pass
+runs under bfloat16 autocast, on CPU the model and batches use channels_last (20-30% faster here).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from parking_ml.model.losses import build_loss
+from parking_ml.model.metrics import evaluate
+
+logger = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict], None]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    loss: str = "ce+dice"
+    class_weights: Sequence[float] | None = None
+    patience: int | None = None  # epochs without improvement before stopping (None: never)
+    scheduler: str = "onecycle"  # onecycle | cosine | none
+    steps_per_epoch: int | None = None
+    objective: str = "free_f1"  # metric of evaluate() maximised on the validation loader
+    progress: bool = True
+
+
+@dataclass
+class FitResult:
+    best_state: dict
+    best_score: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("PARKING_DEVICE=cuda but no CUDA device is visible; use auto or cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _batch_to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = batch["image"].to(device, non_blocking=True)
+    if device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, batch["mask"].to(device, non_blocking=True)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _steps(loader: DataLoader, cap: int | None) -> int:
+    n = len(loader)
+    return min(n, cap) if cap else n
+
+
+def predict_masks(
+    model: nn.Module, loader: Iterable[dict], device: torch.device
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Argmax class maps of the torch model over a loader: (predicted, true, tile ids)."""
+    model.eval()
+    preds, trues, ids = [], [], []
+    with torch.no_grad(), _autocast(device):
+        for batch in loader:
+            x, y = _batch_to(batch, device)
+            out = model(x).argmax(dim=1).cpu().numpy().astype(np.uint8)
+            truth = y.cpu().numpy()
+            for k in range(out.shape[0]):
+                preds.append(out[k])
+                trues.append(truth[k].astype(np.uint8))
+            ids.extend(batch["tile_id"])
+    return preds, trues, ids
+
+
+def fit(
+    model: nn.Module,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None,
+    cfg: FitConfig,
+    device: torch.device,
+    on_epoch: EpochCallback | None = None,
+) -> FitResult:
+    """Train model in place; keep the state with the best validation objective (the last one if no val).
+
+    on_epoch(epoch, record) runs after every epoch with the loss and validation metrics; it may raise (e.g.
+    optuna.TrialPruned) to stop training. The model ends holding the best state.
+    """
+    from tqdm.auto import tqdm
+
+    model = _prepare(model, device)
+    loss_fn = build_loss(cfg.loss, cfg.class_weights)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = _steps(train_loader, cfg.steps_per_epoch)
+    total = max(1, steps * cfg.epochs)
+    if cfg.scheduler == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.2)
+    elif cfg.scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=cfg.lr * 0.01)
+    elif cfg.scheduler == "none":
+        sched = None
+    else:
+        raise ValueError(f"unknown scheduler {cfg.scheduler!r}; use onecycle, cosine or none")
+
+    best = FitResult(best_state={}, best_score=-math.inf, best_epoch=-1)
+    since_best = 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        running, seen = 0.0, 0
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress)
+        for step, batch in enumerate(train_loader):
+            if step >= steps:
+                break
+            x, y = _batch_to(batch, device)
+            with _autocast(device):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            running += float(loss.detach()) * x.shape[0]
+            seen += x.shape[0]
+            bar.update(1)
+            bar.set_postfix(loss=f"{running / max(seen, 1):.4f}")
+        bar.close()
+        record: dict = {
+            "epoch": epoch,
+            "train_loss": running / max(seen, 1),
+            "epoch_s": time.perf_counter() - t0,
+        }
+        if val_loader is not None:
+            preds, trues, _ = predict_masks(model, val_loader, device)
+            metrics = evaluate(preds, trues)
+            record.update({f"val_{k}": v for k, v in metrics.items() if k != "confusion"})
+            score = float(metrics[cfg.objective])
+        else:
+            score = float(epoch)  # no validation set: the latest state is the one kept
+        record["score"] = score
+        best.history.append(record)
+        logger.info("epoch done", extra={k: v for k, v in record.items() if isinstance(v, int | float)})
+        if score > best.best_score:
+            best.best_score, best.best_epoch = score, epoch
+            best.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            since_best = 0
+        else:
+            since_best += 1
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+        if cfg.patience is not None and val_loader is not None and since_best >= cfg.patience:
+            best.stopped_early = True
+            break
+    model.load_state_dict(best.best_state)
+    return best

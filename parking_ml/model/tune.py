@@ -1,0 +1,593 @@
+"""`parking-ml train`: Optuna CV tuning over site-grouped folds, a final fit, export and registration.
+
+MLflow layout: one parent run per study (re-opened when a killed run resumes), a nested run per trial, and
+under each trial a nested run per fold; then a "final-fit" run (nested under the study) that logs curves,
+overlays, the confusion matrix and eval.json, and registers the model version with alias `challenger`.
+The study lives in Settings.optuna_storage (SQLite locally, Postgres in production), so rerunning the same
+command resumes it: finished trials are kept, a trial that was running when the process died is re-queued.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from parking_ml.config import Settings
+from parking_ml.model.profiles import SearchSpace, TrainProfile, get_profile
+
+logger = logging.getLogger(__name__)
+
+# the metrics summarised per trial (mean/std over folds) and copied to the version's tags
+SUMMARY_METRICS = ("free_f1", "iou_free", "iou_occupied", "miou", "space_f1", "free_count_mae")
+
+
+@dataclass(frozen=True)
+class ProcessedData:
+    root: Path
+    manifest: pd.DataFrame
+    version: str
+
+
+@dataclass
+class TrainOutcome:
+    study_name: str
+    dataset_version: str
+    profile: str
+    trials_run: int
+    best_params: dict
+    cv_metrics: dict
+    holdout_metrics: dict
+    model_name: str
+    model_version: str
+    run_id: str
+    model_uri: str
+    timings_s: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+def load_processed(settings: Settings, version: str | None = None) -> ProcessedData:
+    """Materialise processed/<version> (default: the latest) locally and read its manifest."""
+    from parking_ml.data import processed
+    from parking_ml.lake import Lake
+
+    lake = Lake.from_settings(settings)
+    version = version or processed.latest_version(lake)
+    root = Path(processed.materialize(lake, version, settings.cache_dir))
+    manifest = processed.load_manifest(root)
+    return ProcessedData(root=root, manifest=manifest, version=version)
+
+
+def training_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+    return manifest[(manifest["split"] == "train") & (manifest["fold"] >= 0)]
+
+
+def holdout_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+    return manifest[manifest["split"] == "holdout"]
+
+
+def cv_folds(manifest: pd.DataFrame) -> list[int]:
+    folds = sorted(int(f) for f in training_rows(manifest)["fold"].unique())
+    if len(folds) < 2:
+        raise ValueError(
+            f"the manifest has {len(folds)} training fold(s); CV needs at least 2 (add sites or lower PARKING_FOLDS)"
+        )
+    return folds
+
+
+def fold_split(manifest: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation) rows for one CV fold; holdout rows are never in either."""
+    rows = training_rows(manifest)
+    val = rows[rows["fold"] == fold]
+    train = rows[rows["fold"] != fold]
+    shared = set(train["site"]) & set(val["site"])
+    if shared:
+        raise ValueError(
+            f"fold {fold} shares sites {sorted(shared)[:5]} with its training folds; folds must group whole "
+            "sites (re-run `parking-ml preprocess` to rebuild the split)"
+        )
+    if val.empty or train.empty:
+        raise ValueError(f"fold {fold} leaves an empty train or validation set")
+    return train, val
+
+
+def make_loader(root: Path, rows: pd.DataFrame, tile_size: int, batch_size: int, aug: float | None, seed: int):
+    """aug None: evaluation loader (no change but padding to the stride); else a shuffled training loader."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from parking_ml.data.augment import build_eval_transform, build_train_transform
+    from parking_ml.data.dataset import TileDataset
+
+    if aug is None:
+        ds = TileDataset(root, rows, build_eval_transform(pad_multiple=32), cache=True)
+        return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    ds = TileDataset(root, rows, build_train_transform(tile_size, strength=float(aug), seed=seed), cache=True)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=len(ds) > batch_size,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+# --- parameters --------------------------------------------------------------------------------------
+
+
+def suggest(trial: Any, space: SearchSpace) -> dict:
+    return {
+        "encoder": trial.suggest_categorical("encoder", list(space.encoders)),
+        "lr": trial.suggest_float("lr", *space.lr, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", *space.weight_decay, log=True),
+        "loss": trial.suggest_categorical("loss", list(space.losses)),
+        "free_weight": trial.suggest_float("free_weight", *space.free_weight),
+        "batch_size": trial.suggest_categorical("batch_size", list(space.batch_sizes)),
+        "aug_strength": trial.suggest_float("aug_strength", *space.aug_strength),
+    }
+
+
+def default_params(profile: TrainProfile) -> dict:
+    if profile.seed_params:
+        return dict(profile.seed_params)
+    s = profile.space
+    return {
+        "encoder": s.encoders[0],
+        "lr": float(np.sqrt(s.lr[0] * s.lr[1])),
+        "weight_decay": float(np.sqrt(s.weight_decay[0] * s.weight_decay[1])),
+        "loss": s.losses[0],
+        "free_weight": float(np.mean(s.free_weight)),
+        "batch_size": s.batch_sizes[0],
+        "aug_strength": float(np.mean(s.aug_strength)),
+    }
+
+
+def fit_config(params: dict, profile: TrainProfile, epochs: int, objective: str, progress: bool = True):
+    from parking_ml.model.train import FitConfig
+
+    return FitConfig(
+        epochs=epochs,
+        lr=float(params["lr"]),
+        weight_decay=float(params["weight_decay"]),
+        loss=str(params["loss"]),
+        class_weights=(1.0, float(params["free_weight"]), 1.0),
+        patience=profile.patience,
+        scheduler=profile.scheduler,
+        steps_per_epoch=profile.steps_per_epoch,
+        objective=objective,
+        progress=progress,
+    )
+
+
+def new_model(params: dict, profile: TrainProfile, settings: Settings):
+    from parking_ml.model.network import build_model
+
+    return build_model(profile.arch, str(params["encoder"]), settings.encoder_weights, 3, profile.decoder_channels)
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and sha else "unknown"
+
+
+# --- cross-validation --------------------------------------------------------------------------------
+
+
+def _summarise(per_fold: list[dict]) -> dict:
+    out: dict[str, float] = {}
+    for key in SUMMARY_METRICS:
+        values = [float(m[key]) for m in per_fold if key in m]
+        if values:
+            out[f"{key}_mean"] = float(np.mean(values))
+            out[f"{key}_std"] = float(np.std(values))
+    return out
+
+
+def cross_validate(
+    params: dict,
+    data: ProcessedData,
+    profile: TrainProfile,
+    settings: Settings,
+    report: Callable[[int, float], None] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train one model per fold (nested MLflow run each); return mean/std of the validation metrics.
+
+    report(step, value) gets the fold's objective after every epoch (step = fold index * epochs + epoch);
+    it may raise optuna.TrialPruned, which ends the fold run as KILLED and propagates.
+    """
+    import mlflow
+
+    from parking_ml.model.metrics import scalar_metrics
+    from parking_ml.model.train import fit, resolve_device, seed_everything
+
+    device = resolve_device(settings.device)
+    objective = settings.objective_metric
+    per_fold: list[dict] = []
+    for index, fold in enumerate(cv_folds(data.manifest)):
+        train_rows, val_rows = fold_split(data.manifest, fold)
+        mlflow.start_run(run_name=f"fold-{fold}", nested=True, tags={"run_kind": "fold"})
+        status = "FINISHED"
+        try:
+            mlflow.log_params(
+                {
+                    "fold": fold,
+                    "train_tiles": len(train_rows),
+                    "val_tiles": len(val_rows),
+                    "val_sites": ",".join(sorted(map(str, val_rows["site"].unique())))[:500],
+                }
+            )
+            seed_everything(settings.seed + fold)
+            model = new_model(params, profile, settings)
+            bs = int(params["batch_size"])
+            train_loader = make_loader(
+                data.root,
+                train_rows,
+                profile.crop_size or profile.tile_size,
+                bs,
+                params["aug_strength"],
+                settings.seed + fold,
+            )
+            if profile.max_val_tiles and len(val_rows) > profile.max_val_tiles:
+                picks = np.linspace(0, len(val_rows) - 1, profile.max_val_tiles).round().astype(int)
+                val_rows = val_rows.iloc[np.unique(picks)]
+            val_loader = make_loader(data.root, val_rows, profile.tile_size, bs, None, settings.seed)
+
+            def on_epoch(epoch: int, record: dict, _index: int = index) -> None:
+                mlflow.log_metrics(scalar_metrics(record), step=epoch)
+                if report is not None:
+                    report(_index * profile.cv_epochs + epoch, float(record[f"val_{objective}"]))
+
+            result = fit(
+                model,
+                train_loader,
+                val_loader,
+                fit_config(params, profile, profile.cv_epochs, objective, progress),
+                device,
+                on_epoch=on_epoch,
+            )
+            best = result.history[result.best_epoch]
+            metrics = {k.removeprefix("val_"): v for k, v in best.items() if k.startswith("val_")}
+            mlflow.log_metrics(scalar_metrics(metrics, prefix="best_"))
+            mlflow.log_metric("best_epoch", result.best_epoch)
+            per_fold.append(metrics)
+        except Exception as exc:
+            status = "KILLED" if type(exc).__name__ == "TrialPruned" else "FAILED"
+            raise
+        finally:
+            mlflow.end_run(status=status)
+    summary = _summarise(per_fold)
+    summary["folds"] = len(per_fold)
+    return summary
+
+
+# --- the study -----------------------------------------------------------------------------------
+
+
+def study_name(settings: Settings, dataset_version: str, profile: TrainProfile) -> str:
+    return f"{settings.model_name}-{dataset_version}-{profile.name}"
+
+
+def _storage(settings: Settings):
+    import optuna
+
+    url = settings.optuna_storage
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(url)
+
+
+def open_study(settings: Settings, name: str, profile: TrainProfile):
+    """Create or load the study; a trial left RUNNING by a killed process is failed and re-queued."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = _storage(settings)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=settings.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=profile.cv_epochs),
+        load_if_exists=True,
+    )
+    trials = study.get_trials(deepcopy=False)
+    if not trials and profile.seed_params:
+        study.enqueue_trial(dict(profile.seed_params))
+    for t in trials:
+        if t.state == TrialState.RUNNING:
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            study.enqueue_trial(dict(t.params))
+            logger.warning("re-queued interrupted trial", extra={"study": name, "trial": t.number})
+    return study
+
+
+def finished_trials(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def _study_run(settings: Settings, name: str, tags: dict):
+    """Start (or re-open, when resuming) the study's parent MLflow run."""
+    import mlflow
+
+    exp = mlflow.set_experiment(settings.model_name)
+    found = mlflow.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.optuna_study = '{name}' and tags.run_kind = 'study'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    if found:
+        return mlflow.start_run(run_id=found[0].info.run_id)
+    return mlflow.start_run(run_name=f"study {name}", tags={**tags, "optuna_study": name, "run_kind": "study"})
+
+
+def run_study(
+    settings: Settings, data: ProcessedData, profile: TrainProfile, n_trials: int, progress: bool = True
+) -> tuple[Any, int]:
+    """Run trials until the study has n_trials finished ones (inside the active study run). -> (study, ran)."""
+    import mlflow
+    import optuna
+
+    from parking_ml.model.metrics import scalar_metrics
+
+    name = study_name(settings, data.version, profile)
+    study = open_study(settings, name, profile)
+    before = finished_trials(study)
+    remaining = max(0, n_trials - before)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, profile.space)
+        run = mlflow.start_run(run_name=f"trial-{trial.number}", nested=True, tags={"run_kind": "trial"})
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        mlflow.set_tags({"optuna_trial": str(trial.number), "optuna_study": name})
+        mlflow.log_params(params)
+        status = "FINISHED"
+
+        def report(step: int, value: float) -> None:
+            trial.report(value, step)
+            if trial.should_prune():
+                mlflow.set_tag("pruned", "true")
+                raise optuna.TrialPruned(f"pruned at step {step} with {value:.4f}")
+
+        try:
+            summary = cross_validate(params, data, profile, settings, report=report, progress=progress)
+            mlflow.log_metrics(scalar_metrics(summary, prefix="cv_"))
+            for key, value in summary.items():
+                trial.set_user_attr(key, value)
+            return float(summary[f"{settings.objective_metric}_mean"])
+        except optuna.TrialPruned:
+            status = "KILLED"
+            raise
+        except Exception:
+            status = "FAILED"
+            raise
+        finally:
+            mlflow.end_run(status=status)
+
+    if remaining:
+        logger.info("tuning", extra={"study": name, "trials_to_run": remaining, "profile": profile.name})
+        study.optimize(objective, n_trials=remaining, timeout=profile.tuning_budget_s, gc_after_trial=True)
+    return study, finished_trials(study) - before
+
+
+def best_params_of(study: Any, profile: TrainProfile) -> tuple[dict, dict]:
+    """(params, cv summary) of the best finished trial; the profile default when no trial completed."""
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not done:
+        return default_params(profile), {}
+    best = study.best_trial
+    cv = {k: v for k, v in best.user_attrs.items() if k.endswith(("_mean", "_std"))}
+    return dict(best.params), cv
+
+
+# --- final fit, package, register ------------------------------------------------------------------
+
+
+def preprocess_config(profile: TrainProfile, settings: Settings, data: ProcessedData) -> Any:
+    """The serving contract: normalisation, tile size, and a speck filter scaled to the labelled spaces."""
+    import cv2
+
+    from parking_ml.data.augment import NORMALIZE_MEAN, NORMALIZE_STD
+    from parking_ml.data.dataset import read_tile
+    from parking_ml.inference import PreprocessConfig
+
+    areas: list[int] = []
+    for tile_id in training_rows(data.manifest)["tile_id"].head(50):
+        _, mask = read_tile(data.root, str(tile_id))
+        _, _, stats, _ = cv2.connectedComponentsWithStats((mask == 1).astype(np.uint8), connectivity=8)
+        areas.extend(int(a) for a in stats[1:, cv2.CC_STAT_AREA])
+    # a fifth of the smallest usual space: removes specks, keeps partly visible spaces at tile edges
+    min_area = max(4, int(0.2 * np.percentile(areas, 10))) if areas else 20
+    gsd = None
+    if "gsd" in data.manifest.columns and data.manifest["gsd"].notna().any():
+        gsd = float(data.manifest["gsd"].median())
+    return PreprocessConfig(
+        mean=tuple(NORMALIZE_MEAN),
+        std=tuple(NORMALIZE_STD),
+        tile_size=profile.tile_size,
+        overlap=min(settings.tile_overlap, profile.tile_size // 4),
+        pad_multiple=32,
+        min_area_px=min_area,
+        gsd=gsd,
+    )
+
+
+def final_fit(
+    settings: Settings,
+    data: ProcessedData,
+    profile: TrainProfile,
+    params: dict,
+    cv: dict,
+    name: str,
+    progress: bool = True,
+) -> TrainOutcome:
+    """Fit on all training folds, package + evaluate on the holdout through the serving code, register."""
+    import mlflow
+
+    from parking_ml.model import evaluation
+    from parking_ml.model.metrics import scalar_metrics
+    from parking_ml.model.package import REFERENCE_FILE, build_package
+    from parking_ml.model.registry import log_and_register
+    from parking_ml.model.train import fit, resolve_device, seed_everything
+
+    device = resolve_device(settings.device)
+    train_rows = training_rows(data.manifest)
+    hold_rows = holdout_rows(data.manifest)
+    with mlflow.start_run(run_name="final-fit", nested=True, tags={"run_kind": "final_fit", "optuna_study": name}):
+        mlflow.log_params({**params, "epochs": profile.final_epochs, "train_tiles": len(train_rows)})
+        seed_everything(settings.seed)
+        model = new_model(params, profile, settings)
+        loader = make_loader(
+            data.root,
+            train_rows,
+            profile.tile_size,
+            int(params["batch_size"]),
+            params["aug_strength"],
+            settings.seed,
+        )
+        cfg = fit_config(params, profile, profile.final_epochs, settings.objective_metric, progress)
+        t0 = time.perf_counter()
+        result = fit(
+            model,
+            loader,
+            None,
+            cfg,
+            device,
+            on_epoch=lambda e, r: mlflow.log_metrics({"train_loss": r["train_loss"]}, step=e),
+        )
+        fit_s = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory(prefix="parking-final-") as tmp:
+            tmp_dir = Path(tmp)
+            pkg = tmp_dir / "package"
+            info = build_package(model.cpu(), preprocess_config(profile, settings, data), pkg, None, profile.tile_size)
+            holdout: dict = {}
+            if hold_rows.empty:
+                logger.warning(
+                    "no holdout tiles: the version carries no holdout metrics",
+                    extra={"dataset": data.version},
+                )
+            else:
+                holdout, items = evaluation.evaluate_package(pkg, data.root, hold_rows, settings.threads, progress)
+                evaluation.overlays_png(items, tmp_dir / "overlays.png")
+                evaluation.confusion_png(holdout["confusion"], tmp_dir / "confusion_matrix.png")
+                mlflow.log_artifact(str(tmp_dir / "overlays.png"))
+                mlflow.log_artifact(str(tmp_dir / "confusion_matrix.png"))
+                mlflow.log_metrics(scalar_metrics(holdout, prefix="holdout_"))
+            train_items = evaluation.predict_tiles(pkg, data.root, train_rows, settings.threads, progress)
+            evaluation.reference_features(train_items).to_parquet(pkg / REFERENCE_FILE, index=False)
+            evaluation.curves_png(
+                {"train_loss": [h["train_loss"] for h in result.history]}, tmp_dir / "learning_curves.png"
+            )
+            mlflow.log_artifact(str(tmp_dir / "learning_curves.png"))
+            report = {
+                "dataset_version": data.version,
+                "profile": profile.name,
+                "params": params,
+                "cv": cv,
+                "holdout": holdout,
+                "history": result.history,
+                "parity_max_abs_diff": info.parity_max_abs_diff,
+            }
+            (tmp_dir / "eval.json").write_text(json.dumps(report, indent=2, default=float))
+            mlflow.log_artifact(str(tmp_dir / "eval.json"))
+            mlflow.log_metric("onnx_parity_max_abs_diff", info.parity_max_abs_diff)
+            tags = {
+                "dataset_version": data.version,
+                "git_sha": git_sha(),
+                "profile": profile.name,
+                "optuna_study": name,
+                "objective_metric": settings.objective_metric,
+                **{f"cv_{k}": v for k, v in cv.items()},
+                **{f"holdout_{k}": v for k, v in scalar_metrics(holdout).items()},
+            }
+            version = log_and_register(pkg, settings, tags, alias=settings.challenger_alias)
+    return TrainOutcome(
+        study_name=name,
+        dataset_version=data.version,
+        profile=profile.name,
+        trials_run=0,
+        best_params=params,
+        cv_metrics=cv,
+        holdout_metrics=scalar_metrics(holdout),
+        model_name=version.name,
+        model_version=version.version,
+        run_id=version.run_id,
+        model_uri=version.model_uri,
+        timings_s={"final_fit": round(fit_s, 2)},
+    )
+
+
+def tune_and_register(
+    settings: Settings, data: ProcessedData, n_trials: int | None = None, progress: bool = True
+) -> TrainOutcome:
+    """The whole `parking-ml train` on already-materialised data."""
+    import mlflow
+    import torch
+
+    torch.set_num_threads(settings.threads)
+    profile = get_profile(settings.profile)
+    n_trials = n_trials or settings.n_trials or profile.n_trials
+    name = study_name(settings, data.version, profile)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    study_tags = {"dataset_version": data.version, "profile": profile.name, "model_name": settings.model_name}
+    t0 = time.perf_counter()
+    with _study_run(settings, name, study_tags):
+        mlflow.log_params(
+            {
+                "dataset_version": data.version,
+                "profile": profile.name,
+                "cv_epochs": profile.cv_epochs,
+                "final_epochs": profile.final_epochs,
+                "tile_size": profile.tile_size,
+                "objective": settings.objective_metric,
+                "search_space": json.dumps(asdict(profile.space))[:6000],
+            }
+        )
+        mlflow.set_tag("n_trials", str(n_trials))  # a tag: a resumed study may ask for more trials
+        study, ran = run_study(settings, data, profile, n_trials, progress)
+        tune_s = time.perf_counter() - t0
+        params, cv = best_params_of(study, profile)
+        outcome = final_fit(settings, data, profile, params, cv, name, progress)
+    outcome.trials_run = ran
+    outcome.timings_s["tuning"] = round(tune_s, 2)
+    logger.info("registered challenger", extra={"version": outcome.model_version, "study": name})
+    return outcome
+
+
+def run_training(settings: Settings, n_trials: int | None = None, dataset_version: str | None = None) -> dict:
+    """Entry point for the CLI and the DAG: latest (or given) processed data -> registered challenger."""
+    data = load_processed(settings, dataset_version)
+    return tune_and_register(settings, data, n_trials=n_trials).to_dict()

@@ -1,0 +1,364 @@
+"""Training, registry, promotion and the two DAGs against a real MLflow server and a real Optuna DB.
+
+Data: a tiny processed set in the lake layout (64 px tiles drawn with numpy/OpenCV: light free stalls, blue
+occupied ones, grey asphalt), 5 sites x 3 tiles, 2 site-grouped folds, the last site as holdout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from torch import nn
+
+from parking_ml.config import Settings
+from parking_ml.model import promote, registry
+from parking_ml.model.package import build_package, download_package
+from parking_ml.model.profiles import get_profile
+from parking_ml.model.tune import ProcessedData, open_study, run_study, study_name, tune_and_register
+
+pytestmark = pytest.mark.integration
+
+DATASET = "v1"
+
+
+def draw_tile(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, list]:
+    rgb = (np.full((size, size, 3), 80, np.uint8) + rng.integers(0, 12, (size, size, 3), dtype=np.uint8)).astype(
+        np.uint8
+    )
+    mask = np.zeros((size, size), np.uint8)
+    stalls = []
+    w, h = size // 6, size // 3
+    for row_y in (size // 8, size // 2 + size // 16):
+        for k in range(4):
+            x0 = 4 + k * (w + 6)
+            status = "free" if rng.random() < 0.6 else "occupied"
+            color = (200, 200, 190) if status == "free" else (40, 50, 150)
+            cv2.rectangle(rgb, (x0, row_y), (x0 + w, row_y + h), color, -1)
+            mask[row_y + 1 : row_y + h, x0 + 1 : x0 + w] = 1 if status == "free" else 2
+            ring = [[x0, row_y], [x0 + w, row_y], [x0 + w, row_y + h], [x0, row_y + h], [x0, row_y]]
+            stalls.append(
+                {
+                    "type": "Feature",
+                    "properties": {"status": status},
+                    "geometry": {"type": "Polygon", "coordinates": [ring]},
+                }
+            )
+    return rgb, mask, stalls
+
+
+def make_processed(lake: Path, version: str = DATASET, sites: int = 5, per_site: int = 3, size: int = 64) -> Path:
+    """processed/<version>/ exactly as the data contract lays it out; the last site is the holdout."""
+    rng = np.random.default_rng(0)
+    out = lake / "processed" / version
+    for sub in ("tiles", "masks", "stalls"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for s in range(sites):
+        holdout = s == sites - 1
+        for t in range(per_site):
+            tile_id = f"site{s}_{t}"
+            rgb, mask, stalls = draw_tile(rng, size)
+            cv2.imwrite(str(out / "tiles" / f"{tile_id}.png"), rgb[:, :, ::-1])
+            cv2.imwrite(str(out / "masks" / f"{tile_id}.png"), mask)
+            (out / "stalls" / f"{tile_id}.geojson").write_text(
+                json.dumps({"type": "FeatureCollection", "features": stalls})
+            )
+            n_free = sum(1 for st in stalls if st["properties"]["status"] == "free")
+            rows.append(
+                {
+                    "tile_id": tile_id,
+                    "image_sha256": f"{s:064d}",
+                    "site": f"site{s}",
+                    "fold": -1 if holdout else s % 2,
+                    "split": "holdout" if holdout else "train",
+                    "x0": 0,
+                    "y0": 0,
+                    "width": size,
+                    "height": size,
+                    "gsd": 0.1,
+                    "free_spaces": n_free,
+                    "occupied_spaces": len(stalls) - n_free,
+                }
+            )
+    pd.DataFrame(rows).to_parquet(out / "manifest.parquet", index=False)
+    (out / "dataset.json").write_text(json.dumps({"dataset_version": version, "tiles": len(rows)}))
+    (lake / "processed" / "LATEST").write_text(version)
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, mlflow_server) -> dict:
+    home = tmp_path_factory.mktemp("train-home")
+    lake = home / "lake"
+    root = make_processed(lake)
+    settings = Settings(
+        home=home,
+        lake_url=f"file://{lake}",
+        mlflow_tracking_uri=mlflow_server,
+        profile="smoke",
+        model_name="it-train",
+        optuna_storage=f"sqlite:///{home / 'optuna.db'}",
+        threads=1,
+    )
+    data = ProcessedData(root=root, manifest=pd.read_parquet(root / "manifest.parquet"), version=DATASET)
+    return {"settings": settings, "data": data, "home": home, "lake": lake}
+
+
+@pytest.fixture(scope="module")
+def trained(world) -> dict:
+    outcome = tune_and_register(world["settings"], world["data"], progress=False)
+    return outcome.to_dict()
+
+
+def test_smoke_training_lowers_the_loss(world):
+    from parking_ml.model.train import FitConfig, fit, seed_everything
+    from parking_ml.model.tune import make_loader, new_model, training_rows
+
+    profile = get_profile("smoke")
+    seed_everything(0)
+    model = new_model({"encoder": "resnet18"}, profile, world["settings"])
+    loader = make_loader(world["data"].root, training_rows(world["data"].manifest), 64, 4, 0.0, 0)
+    result = fit(
+        model, loader, None, FitConfig(epochs=5, lr=3e-3, scheduler="none", progress=False), torch.device("cpu")
+    )
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 5
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_runs_nest_study_trials_folds_and_register_a_challenger(world, trained):
+    settings = world["settings"]
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(settings.model_name)
+    runs = client.search_runs([exp.experiment_id], max_results=500)
+    by_kind: dict[str, list] = {}
+    for r in runs:
+        by_kind.setdefault(r.data.tags.get("run_kind"), []).append(r)
+    (study,) = by_kind["study"]
+    assert study.data.tags["dataset_version"] == DATASET and study.data.params["profile"] == "smoke"
+    trials = by_kind["trial"]
+    assert len(trials) == get_profile("smoke").n_trials == trained["trials_run"]
+    trial_ids = {t.info.run_id for t in trials}
+    assert all(t.data.tags["mlflow.parentRunId"] == study.info.run_id for t in trials)
+    folds = by_kind["fold"]
+    assert len(folds) == 2 * len(trials)
+    assert {f.data.tags["mlflow.parentRunId"] for f in folds} == trial_ids
+    for t in trials:
+        assert {"cv_free_f1_mean", "cv_free_f1_std"} <= set(t.data.metrics)
+    (final,) = by_kind["final_fit"]
+    assert final.data.tags["mlflow.parentRunId"] == study.info.run_id
+    artifacts = {a.path for a in client.list_artifacts(final.info.run_id)}
+    assert {"eval.json", "learning_curves.png", "overlays.png", "confusion_matrix.png"} <= artifacts
+
+    version = registry.get_alias_version(settings, "challenger")
+    assert version.version == trained["model_version"]
+    tags = version.tags
+    assert tags["dataset_version"] == DATASET
+    assert tags["git_sha"]
+    assert "cv_free_f1_mean" in tags and "holdout_free_f1" in tags and "holdout_free_count_mae" in tags
+    assert float(tags["holdout_free_f1"]) == pytest.approx(trained["holdout_metrics"]["free_f1"], abs=1e-5)
+
+
+def test_registered_package_downloads_flat_and_the_pyfunc_serves(world, trained, tmp_path):
+    from parking_ml.inference import OnnxSegmenter, PreprocessConfig, predict
+
+    settings = world["settings"]
+    pkg = download_package(
+        f"models:/{settings.model_name}@challenger", tmp_path / "pkg", tracking_uri=settings.mlflow_tracking_uri
+    )
+    assert sorted(p.name for p in pkg.iterdir()) == ["model.onnx", "preprocess.json", "reference_features.parquet"]
+    config = PreprocessConfig.from_file(pkg / "preprocess.json")
+    assert config.tile_size == 64
+    ref = pd.read_parquet(pkg / "reference_features.parquet")
+    assert len(ref) == 12 and {"brightness", "free_fraction", "free_spaces"} <= set(ref.columns)
+    rgb = cv2.imread(str(world["data"].root / "tiles" / "site4_0.png"))[:, :, ::-1].copy()
+    assert predict(OnnxSegmenter.from_dir(pkg, threads=1), rgb).mask.shape == (64, 64)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}@challenger")
+    out = model.predict(np.zeros((2, 3, 64, 80), np.float32))
+    assert out["logits"].shape == (2, 3, 64, 80) and out["mask"].shape == (2, 64, 80)
+
+
+def test_a_resumed_study_runs_only_the_missing_trials(world, trained):
+    import optuna
+
+    settings, data = world["settings"], world["data"]
+    profile = get_profile("smoke")
+    name = study_name(settings, data.version, profile)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(settings.model_name)
+    with mlflow.start_run(run_name="resume-check"):
+        _, ran = run_study(settings, data, profile, n_trials=profile.n_trials + 1, progress=False)
+        assert ran == 1
+        _, ran = run_study(settings, data, profile, n_trials=profile.n_trials + 1, progress=False)
+        assert ran == 0
+    loaded = optuna.load_study(study_name=name, storage=settings.optuna_storage)
+    numbers = [t.number for t in loaded.trials if t.state.is_finished()]
+    assert numbers == list(range(profile.n_trials + 1))
+
+
+def test_a_trial_killed_mid_run_is_requeued_with_its_parameters(world):
+    from optuna.trial import TrialState
+
+    from parking_ml.model.tune import suggest
+
+    settings = world["settings"]
+    profile = get_profile("smoke")
+    study = open_study(settings, "it-train-killed-smoke", profile)
+    trial = study.ask()
+    params = suggest(trial, profile.space)  # the process "dies" here: the trial stays RUNNING
+    study = open_study(settings, "it-train-killed-smoke", profile)
+    states = [t.state for t in study.trials]
+    assert TrialState.FAIL in states and TrialState.WAITING in states
+    waiting = next(t for t in study.trials if t.state == TrialState.WAITING)
+    assert waiting.params == params or waiting.system_attrs["fixed_params"] == params
+
+
+# --- promotion ---------------------------------------------------------------------------------------
+
+
+class ColorRule(nn.Module):
+    """A hand-written 'model' for the fake tiles: light paint is free, blue cars are occupied.
+
+    keep < 1 blanks the right part of the image (a worse model); None predicts background only (useless).
+    """
+
+    def __init__(self, keep: float | None = 1.0) -> None:
+        super().__init__()
+        from parking_ml.data.augment import NORMALIZE_MEAN, NORMALIZE_STD
+
+        self.keep = keep
+        self.register_buffer("mean", torch.tensor(NORMALIZE_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(NORMALIZE_STD).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = (x * self.std + self.mean) * 255.0
+        r, b = v[:, 0:1], v[:, 2:3]
+        bg = torch.zeros_like(r)
+        free = (r - 150.0) / 10.0
+        occ = (b - r - 50.0) / 10.0
+        if self.keep is None:
+            return torch.cat([bg + 100.0, free * 0 - 100.0, occ * 0 - 100.0], dim=1)
+        width = x.shape[-1]
+        cols = torch.arange(width, dtype=x.dtype, device=x.device).view(1, 1, 1, -1)
+        blank = (cols >= self.keep * width).to(x.dtype) * 1000.0
+        return torch.cat([bg, free - blank, occ - blank], dim=1)
+
+
+def _register(settings: Settings, keep: float | None, tmp: Path, label: str) -> str:
+    from parking_ml.inference import PreprocessConfig
+
+    pkg = build_package(
+        ColorRule(keep), PreprocessConfig(tile_size=64, overlap=16, min_area_px=5), tmp / label, None, 64
+    )
+    return registry.log_and_register(pkg.dir, settings, {"dataset_version": DATASET, "rule": label}).version
+
+
+def test_gate_promotes_only_better_models_and_rollback_restores(world, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from parking_ml.cli import app
+
+    settings = world["settings"].model_copy(update={"model_name": "it-gate"})
+    data = world["data"]
+
+    bad = _register(settings, None, tmp_path, "bad")
+    d = promote.run_promotion(settings, data=data)
+    assert d["promoted"] is False and "below the bar" in d["reason"]
+    assert registry.get_alias_version(settings, "champion") is None
+    assert registry.get_version(settings, bad).tags["promotion_decision"] == "rejected"
+
+    medium = _register(settings, 0.5, tmp_path, "medium")
+    d = promote.run_promotion(settings, data=data)
+    assert d["promoted"] is True, d["reason"]
+    assert registry.get_alias_version(settings, "champion").version == medium
+    medium_f1 = d["challenger_metrics"]["free_f1"]
+    assert settings.promotion_min_quality <= medium_f1 < 0.9
+
+    equal = _register(settings, 0.5, tmp_path, "equal")
+    d = promote.run_promotion(settings, data=data)
+    assert d["promoted"] is False and d["challenger_metrics"]["free_f1"] == pytest.approx(medium_f1)
+    assert registry.get_version(settings, equal).tags["promotion_decision"] == "rejected"
+
+    _register(settings, None, tmp_path, "worse")
+    assert promote.run_promotion(settings, data=data)["promoted"] is False
+    assert registry.get_alias_version(settings, "champion").version == medium
+
+    good = _register(settings, 1.0, tmp_path, "good")
+    d = promote.run_promotion(settings, data=data)
+    assert d["promoted"] is True, d["reason"]
+    assert d["challenger_metrics"]["free_f1"] > medium_f1 + settings.promotion_margin
+    champion = registry.get_alias_version(settings, "champion")
+    assert champion.version == good and champion.tags["previous_champion"] == medium
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name("it-gate")
+    gate_runs = client.search_runs([exp.experiment_id], "tags.run_kind = 'promotion'")
+    assert len(gate_runs) == 5
+    assert {"challenger_eval.json", "champion_eval.json", "decision.json"} <= {
+        a.path for a in client.list_artifacts(gate_runs[0].info.run_id)
+    }
+
+    # the CLI reads the same settings from the environment
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    monkeypatch.setenv("PARKING_MODEL_NAME", "it-gate")
+    monkeypatch.setenv("PARKING_HOME", str(world["home"]))
+    result = CliRunner().invoke(app, ["model", "rollback", "--reason", "bad release"])
+    assert result.exit_code == 0, result.output
+    assert registry.get_alias_version(settings, "champion").version == medium
+    result = CliRunner().invoke(app, ["model", "promote", "--version", good, "--reason", "hotfix verified"])
+    assert result.exit_code == 0, result.output
+    assert registry.get_alias_version(settings, "champion").version == good
+    assert registry.get_version(settings, good).tags["promotion_decision"] == "manual"
+    history = registry.champion_history(settings)
+    assert [h["kind"] for h in history] == ["gate", "gate", "rollback", "manual"]
+    promote.rollback(settings, "again")
+    assert registry.get_alias_version(settings, "champion").version == medium
+    with pytest.raises(ValueError, match="no previous champion"):
+        promote.rollback(settings, "too far")
+
+
+# --- DAGs --------------------------------------------------------------------------------------------
+
+
+def _dag_env(monkeypatch, settings: Settings, **extra: str) -> None:
+    monkeypatch.setenv("PARKING_HOME", str(settings.home))
+    monkeypatch.setenv("PARKING_LAKE_URL", settings.lake_url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    monkeypatch.setenv("PARKING_PROFILE", "smoke")
+    monkeypatch.setenv("PARKING_MODEL_NAME", settings.model_name)
+    monkeypatch.setenv("PARKING_OPTUNA_STORAGE", settings.optuna_storage)
+    monkeypatch.setenv("PARKING_THREADS", "1")
+    for key, value in extra.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_train_and_promote_dags_run(world, trained, airflow_home, monkeypatch):
+    pytest.importorskip("parking_ml.data.processed")
+    settings = world["settings"]
+    before = registry.get_alias_version(settings, "challenger").version
+    # the study for this dataset is complete already: the DAG resumes it and only runs the final fit
+    _dag_env(monkeypatch, settings)
+    from parking_train import dag as train_dag
+
+    run = train_dag.test()
+    assert run.state == "success"
+    after = registry.get_alias_version(settings, "challenger")
+    assert int(after.version) > int(before)
+    assert after.tags["dataset_version"] == DATASET
+
+    _dag_env(monkeypatch, settings, PARKING_PROMOTION_MIN_QUALITY="0.0")
+    from parking_promote import dag as promote_dag
+
+    run = promote_dag.test()
+    assert run.state == "success"
+    assert registry.get_version(settings, after.version).tags["promotion_decision"] == "promoted"
+    assert registry.get_alias_version(settings, "champion").version == after.version

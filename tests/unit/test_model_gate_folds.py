@@ -1,0 +1,77 @@
+"""Pure parts of tuning and promotion: site-grouped folds, parameters, the gate's decision rule."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from parking_ml.config import Settings
+from parking_ml.model.profiles import PROFILES, get_profile
+from parking_ml.model.promote import decide
+from parking_ml.model.tune import cv_folds, default_params, fold_split, holdout_rows
+
+
+def _manifest() -> pd.DataFrame:
+    rows = []
+    for s, fold in [("a", 0), ("b", 1), ("c", 2), ("d", 0), ("e", 1), ("h", -1)]:
+        for t in range(3):
+            rows.append({"tile_id": f"{s}{t}", "site": s, "fold": fold, "split": "holdout" if fold < 0 else "train"})
+    return pd.DataFrame(rows)
+
+
+def test_folds_never_share_a_site_and_never_touch_the_holdout():
+    m = _manifest()
+    assert cv_folds(m) == [0, 1, 2]
+    for fold in cv_folds(m):
+        train, val = fold_split(m, fold)
+        assert not set(train["site"]) & set(val["site"])
+        assert "h" not in set(train["site"]) | set(val["site"])
+        assert len(train) + len(val) == len(m) - len(holdout_rows(m))
+
+
+def test_a_site_split_across_folds_is_refused():
+    m = _manifest()
+    m.loc[m["tile_id"] == "a0", "fold"] = 1
+    with pytest.raises(ValueError, match="shares sites"):
+        fold_split(m, 1)
+    with pytest.raises(ValueError, match="at least 2"):
+        cv_folds(m[m["fold"] <= 0])
+
+
+def test_profiles_have_consistent_defaults():
+    for name, profile in PROFILES.items():
+        params = default_params(profile)
+        assert params["encoder"] in profile.space.encoders or profile.seed_params, name
+        assert profile.tile_size % 32 == 0
+    with pytest.raises(ValueError, match="PARKING_PROFILE"):
+        get_profile("huge")
+
+
+def _settings(**kw) -> Settings:
+    return Settings(promotion_margin=0.01, promotion_tolerance=0.02, promotion_min_quality=0.5, **kw)
+
+
+def test_first_model_needs_the_minimum_quality():
+    assert decide({"free_f1": 0.49}, None, _settings())[0] is False
+    assert decide({"free_f1": 0.5}, None, _settings())[0] is True
+
+
+def test_challenger_must_beat_the_champion_by_the_margin():
+    champ = {"free_f1": 0.80, "free_count_mae": 1.0, "iou_occupied": 0.7}
+    assert decide({**champ, "free_f1": 0.79}, champ, _settings())[0] is False  # worse
+    assert decide({**champ, "free_f1": 0.805}, champ, _settings())[0] is False  # within the margin
+    assert decide({**champ, "free_f1": 0.80}, champ, _settings())[0] is False  # equal
+    ok, reason = decide({**champ, "free_f1": 0.82}, champ, _settings())
+    assert ok and "beats" in reason
+
+
+def test_guard_metrics_block_a_regression():
+    champ = {"free_f1": 0.80, "free_count_mae": 1.0, "iou_occupied": 0.7}
+    better = {"free_f1": 0.85, "free_count_mae": 1.01, "iou_occupied": 0.69}
+    assert decide(better, champ, _settings())[0] is True  # small wobble within tolerance
+    ok, reason = decide({**better, "free_count_mae": 1.5}, champ, _settings())
+    assert not ok and "free_count_mae" in reason
+    ok, reason = decide({**better, "iou_occupied": 0.6}, champ, _settings())
+    assert not ok and "iou_occupied" in reason
+    # the primary metric is configurable
+    assert decide({"iou_free": 0.9}, {"iou_free": 0.7}, _settings(objective_metric="iou_free"))[0] is True

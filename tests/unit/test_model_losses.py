@@ -1,0 +1,52 @@
+"""Losses: ignore_index handling, perfect-prediction limits, combinations, class weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from parking_ml.model.losses import build_loss, dice_loss, focal_loss
+
+
+def _perfect(target: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+    safe = torch.where(target == 255, torch.zeros_like(target), target)
+    return torch.nn.functional.one_hot(safe, 3).permute(0, 3, 1, 2).float() * scale
+
+
+def test_perfect_logits_give_near_zero_loss():
+    target = torch.randint(0, 3, (2, 8, 8))
+    logits = _perfect(target)
+    for name in ("ce", "dice", "focal", "ce+dice", "focal+dice"):
+        assert float(build_loss(name)(logits, target)) < 1e-3, name
+
+
+def test_ignored_pixels_do_not_count():
+    target = torch.randint(0, 3, (1, 8, 8))
+    logits = _perfect(target)
+    noisy_target = target.clone()
+    noisy_target[:, :4] = 255
+    wrong = logits.clone()
+    wrong[:, :, :4] = -logits[:, :, :4]  # wrong only where ignored
+    for name in ("ce", "dice", "focal"):
+        assert float(build_loss(name)(wrong, noisy_target)) < 1e-3, name
+    all_ignored = torch.full((1, 4, 4), 255)
+    assert float(build_loss("ce+dice+focal")(torch.randn(1, 3, 4, 4), all_ignored)) == 0.0
+
+
+def test_sum_equals_parts_and_weights_matter():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    target = torch.randint(0, 3, (2, 8, 8))
+    total = build_loss("ce+dice")(logits, target)
+    parts = build_loss("ce")(logits, target) + dice_loss(logits, target)
+    assert float(total.detach()) == pytest.approx(float(parts.detach()), rel=1e-5)
+    total.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    plain = float(focal_loss(logits, target))
+    weighted = float(build_loss("focal", class_weights=(1.0, 5.0, 1.0))(logits, target))
+    assert weighted != pytest.approx(plain)
+
+
+def test_unknown_term_is_refused():
+    with pytest.raises(ValueError, match="unknown loss"):
+        build_loss("ce+lovasz")

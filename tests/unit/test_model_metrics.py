@@ -1,0 +1,114 @@
+"""metrics.evaluate on hand-made masks; every expected value is counted by hand in the comments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from parking_ml.model.metrics import evaluate, match_spaces, scalar_metrics
+
+
+def _masks():
+    # truth: two free spaces (2x2 each) and one occupied (2x2) on an 6x6 tile
+    true = np.zeros((6, 6), np.uint8)
+    true[0:2, 0:2] = 1  # space A, 4 px
+    true[0:2, 4:6] = 1  # space B, 4 px
+    true[4:6, 0:2] = 2  # occupied, 4 px
+    pred = np.zeros((6, 6), np.uint8)
+    pred[0:2, 0:2] = 1  # A exactly
+    pred[0:1, 4:6] = 1  # half of B: 2 px, IoU 2/4 = 0.5 -> still a match
+    pred[4:6, 0:1] = 2  # half of the occupied one: 2 px
+    pred[4:6, 1:2] = 1  # the other half predicted free: 2 false-positive free px (a third component)
+    return pred, true
+
+
+def test_pixel_metrics_by_hand():
+    pred, true = _masks()
+    m = evaluate([pred], [true])
+    # free: TP = 4 (A) + 2 (B) = 6; FP = 2; FN = 2  -> P = 6/8, R = 6/8, IoU = 6/10
+    assert m["free_precision"] == pytest.approx(0.75)
+    assert m["free_recall"] == pytest.approx(0.75)
+    assert m["free_f1"] == pytest.approx(0.75)
+    assert m["iou_free"] == pytest.approx(0.6)
+    # occupied: TP 2, FN 2, FP 0 -> IoU 2/4
+    assert m["iou_occupied"] == pytest.approx(0.5)
+    # background: truth 36 - 12 = 24 px, all predicted bg (TP 24, FN 0); predicted bg = 36 - 10 = 26 px
+    # (pred has 4 + 2 + 2 + 2 non-bg), 2 of them B's lower half -> FP 2 -> IoU 24/26
+    assert m["iou_background"] == pytest.approx(24 / 26)
+    assert m["miou"] == pytest.approx((24 / 26 + 0.6 + 0.5) / 3)
+    assert m["confusion"] == [[24, 0, 0], [2, 6, 0], [0, 2, 2]]
+
+
+def test_space_detection_and_count_by_hand():
+    pred, true = _masks()
+    # predicted free components: A, half-B (IoU 0.5), the stray column at (4:6, 1) -> 3; true: 2
+    tp, npred, ntrue = match_spaces(pred, true)
+    assert (tp, npred, ntrue) == (2, 3, 2)
+    m = evaluate([pred], [true])
+    assert m["space_precision"] == pytest.approx(2 / 3)
+    assert m["space_recall"] == pytest.approx(1.0)
+    assert m["space_f1"] == pytest.approx(0.8)
+    assert m["free_count_mae"] == pytest.approx(1.0)
+
+
+def test_below_half_iou_is_not_a_match():
+    true = np.zeros((4, 8), np.uint8)
+    true[0:2, 0:4] = 1  # 8 px
+    pred = np.zeros_like(true)
+    pred[0:1, 0:3] = 1  # 3 px inside: IoU 3/8 < 0.5
+    assert match_spaces(pred, true) == (0, 1, 1)
+
+
+def test_ignore_pixels_are_skipped_and_count_error_averages_tiles():
+    true1 = np.full((4, 4), 255, np.uint8)
+    true1[0:2, 0:2] = 1
+    pred1 = np.ones((4, 4), np.uint8)  # free everywhere, but only the 4 labelled px count
+    true2 = np.zeros((4, 4), np.uint8)
+    pred2 = np.zeros((4, 4), np.uint8)
+    pred2[0, 0] = 1
+    pred2[3, 3] = 1  # two stray free components on an empty tile
+    m = evaluate([pred1, pred2], [true1, true2])
+    # tile 1: 4 TP, no FP (ignored pixels do not count); tile 2: 2 FP px
+    assert m["free_precision"] == pytest.approx(4 / 6)
+    assert m["free_recall"] == pytest.approx(1.0)
+    # count errors: tile 1 |1 - 1| = 0, tile 2 |2 - 0| = 2 -> mean 1
+    assert m["free_count_mae"] == pytest.approx(1.0)
+    assert m["n_tiles"] == 2
+
+
+def test_stall_accuracy_by_majority_vote():
+    true = np.zeros((10, 10), np.uint8)
+    pred = np.zeros((10, 10), np.uint8)
+    pred[0:4, 0:4] = 1  # stall 1 (free) predicted free
+    pred[0:4, 6:10] = 1  # stall 2 is occupied but predicted free
+    pred[6:10, 0:4] = 2  # stall 3 (occupied) predicted occupied
+    stalls = [
+        {"polygon": [[0, 0], [3, 0], [3, 3], [0, 3]], "status": "free"},
+        {"polygon": [[6, 0], [9, 0], [9, 3], [6, 3]], "status": "occupied"},
+        {"polygon": [[0, 6], [3, 6], [3, 9], [0, 9]], "status": "occupied"},
+    ]
+    m = evaluate([pred], [true], stalls=[stalls])
+    assert m["stall_accuracy"] == pytest.approx(2 / 3)
+    geo = {
+        "type": "FeatureCollection",
+        "features": [
+            {"properties": {"status": s["status"]}, "geometry": {"type": "Polygon", "coordinates": [s["polygon"]]}}
+            for s in stalls
+        ],
+    }
+    assert evaluate([pred], [true], stalls=[geo])["stall_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_perfect_prediction_and_scalar_filter():
+    _, true = _masks()
+    m = evaluate([true.copy()], [true])
+    assert m["free_f1"] == 1.0 and m["miou"] == 1.0 and m["space_f1"] == 1.0 and m["free_count_mae"] == 0.0
+    flat = scalar_metrics(m, prefix="x_")
+    assert "x_confusion" not in flat and flat["x_free_f1"] == 1.0
+
+
+def test_shape_mismatch_is_a_clear_error():
+    with pytest.raises(ValueError, match="differ"):
+        evaluate([np.zeros((2, 2), np.uint8)], [np.zeros((3, 3), np.uint8)])
+    with pytest.raises(ValueError, match="predicted masks"):
+        evaluate([], [np.zeros((3, 3), np.uint8)])

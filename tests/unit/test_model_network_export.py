@@ -1,0 +1,93 @@
+"""Network factory, ONNX export parity (dynamic shapes), local encoder weights, model packages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+import torch
+
+from parking_ml.model.export import ExportParityError, export_onnx
+from parking_ml.model.network import WeightsError, build_model
+from parking_ml.model.package import build_package, download_package
+
+
+@pytest.mark.parametrize("arch", ["unet", "fpn", "deeplabv3plus"])
+def test_architectures_output_logits_of_input_size(arch):
+    model = build_model(arch, "resnet18", decoder_channels=(16, 16, 16, 8, 8) if arch == "unet" else 32).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 64, 96))
+    assert out.shape == (1, 3, 64, 96)
+
+
+def test_unknown_arch_and_bad_decoder_are_refused():
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_model("segformer")
+    with pytest.raises(ValueError, match="5 widths"):
+        build_model("unet", decoder_channels=(16, 8))
+
+
+def test_onnx_export_parity_on_dynamic_shapes(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", decoder_channels=(16, 16, 16, 8, 8))
+    path = tmp_path / "m.onnx"
+    diff = export_onnx(model, path, tile_size=64, check_shapes=[(1, 3, 64, 64), (2, 3, 96, 128)])
+    assert 0 <= diff < 1e-3
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((3, 3, 160, 96)).astype(np.float32)
+    got = session.run(None, {"image": x})[0]
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(x)).numpy()
+    assert got.shape == (3, 3, 160, 96)
+    assert np.max(np.abs(got - expected)) < 1e-3
+
+
+def test_export_refuses_when_parity_fails(tmp_path):
+    path = tmp_path / "m.onnx"
+    with pytest.raises(ExportParityError, match="not written"):
+        export_onnx(build_model(decoder_channels=(16, 16, 16, 8, 8)), path, tile_size=64, tolerance=-1.0)
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_local_encoder_weights_load_and_mismatch_is_clear(tmp_path):
+    source = build_model("unet", "resnet18", decoder_channels=(16, 16, 16, 8, 8))
+    good = tmp_path / "resnet18.pt"
+    torch.save(source.encoder.state_dict(), good)
+    loaded = build_model("unet", "resnet18", encoder_weights=str(good), decoder_channels=(16, 16, 16, 8, 8))
+    for key, value in source.encoder.state_dict().items():
+        assert torch.equal(loaded.encoder.state_dict()[key], value)
+    other = tmp_path / "resnet34.pt"
+    torch.save(build_model("unet", "resnet34").encoder.state_dict(), other)
+    with pytest.raises(WeightsError, match="do not match encoder"):
+        build_model("unet", "resnet18", encoder_weights=str(other))
+    with pytest.raises(WeightsError, match="does not exist"):
+        build_model("unet", "resnet18", encoder_weights=str(tmp_path / "missing.pt"))
+
+
+def test_build_package_and_local_download(tmp_path):
+    from parking_ml.inference import OnnxSegmenter, PreprocessConfig
+
+    model = build_model("unet", "resnet18", decoder_channels=(16, 16, 16, 8, 8))
+    config = PreprocessConfig(tile_size=64, overlap=16, min_area_px=5)
+    ref = pd.DataFrame({"brightness": [0.1, 0.2]})
+    info = build_package(model, config, tmp_path / "pkg", ref, tile_size=64)
+    assert info.parity_max_abs_diff < 1e-3
+    assert sorted(p.name for p in info.dir.iterdir()) == [
+        "model.onnx",
+        "preprocess.json",
+        "reference_features.parquet",
+    ]
+    assert json.loads((info.dir / "preprocess.json").read_text())["tile_size"] == 64
+    # a package nested like MLflow's pyfunc layout comes back flat
+    nested = tmp_path / "mlflow" / "model" / "artifacts"
+    nested.mkdir(parents=True)
+    for p in info.dir.iterdir():
+        (nested / p.name).write_bytes(p.read_bytes())
+    got = download_package(str(tmp_path / "mlflow"), tmp_path / "dl")
+    assert (got / "model.onnx").is_file() and (got / "preprocess.json").is_file()
+    seg = OnnxSegmenter.from_dir(got, threads=1)
+    probs = seg.predict_probs(np.zeros((100, 70, 3), np.uint8))
+    assert probs.shape == (3, 100, 70)
