@@ -258,7 +258,7 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text[-lines:])
 
 
-def _check_health(comp: Component, timeout: float = 3.0) -> bool:
+def _check_health(comp: Component, timeout: float = 10.0) -> bool:
     if comp.health_url is None:
         return True
     try:

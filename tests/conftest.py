@@ -63,6 +63,16 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None, 
     raise TimeoutError(f"{url} did not answer within {timeout_s}s")
 
 
+@pytest.fixture(autouse=True)
+def _isolated_environ() -> Iterator[None]:
+    """mlflow.set_tracking_uri()/set_registry_uri() write MLFLOW_* into os.environ; without this, one test's
+    server address leaks into every later test's Settings and subprocesses."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings rooted in this test's tmp dir; keyword overrides win over the environment."""

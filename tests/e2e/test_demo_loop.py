@@ -22,7 +22,7 @@ def test_demo_runs_the_whole_loop(tmp_path):
     home = tmp_path / "var"
     ports = {"mlflow": free_port(), "airflow": free_port(), "api": free_port()}
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW"))},
         "PARKING_HOME": str(home),
         "PARKING_PROFILE": "smoke",
         "PARKING_RELOAD_INTERVAL_S": "2",

@@ -71,7 +71,8 @@ def test_mlflow_server_on_postgres_backend(postgres_db, tmp_path):
         )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/health", 120, proc, log)
-        client = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
+        uri = f"http://127.0.0.1:{port}"
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         exp = client.create_experiment("pg-check")
         run = client.create_run(exp)
         client.log_metric(run.info.run_id, "free_f1", 0.75)

@@ -45,7 +45,7 @@ def test_stack_round_trip(tmp_path):
     home = tmp_path / "var"
     ports = {"mlflow": free_port(), "airflow": free_port(), "api": free_port()}
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW"))},
         "PARKING_HOME": str(home),
         "PARKING_MLFLOW_PORT": str(ports["mlflow"]),
         "PARKING_AIRFLOW_PORT": str(ports["airflow"]),
@@ -99,7 +99,7 @@ def test_up_fails_with_log_tail_when_port_is_taken(tmp_path):
         blocker.listen()
         port = blocker.getsockname()[1]
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW"))},
             "PARKING_HOME": str(home),
             "PARKING_MLFLOW_PORT": str(port),
         }
