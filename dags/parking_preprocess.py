@@ -10,26 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
-from parking_assets import PARKING_PROCESSED, PARKING_RAW
-
-
-def _task_settings():
-    """Settings for a task; on an S3 lake, credentials and endpoint from the Airflow connection
-    ``settings.aws_conn_id`` (e.g. env AIRFLOW_CONN_PARKING_S3) when it exists, else PARKING_S3_* / AWS_*."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    from parking_ml.config import load_settings
-    from parking_ml.lake import s3_overrides
-
-    settings = load_settings()
-    if not settings.lake_url.startswith("s3://"):
-        return settings
-    try:
-        conn = BaseHook.get_connection(settings.aws_conn_id)
-    except AirflowNotFoundException:
-        return settings
-    return load_settings(**s3_overrides(conn.login, conn.password, conn.extra_dejson))
+from parking_assets import PARKING_PROCESSED, PARKING_RAW, task_settings
 
 
 @dag(
@@ -50,7 +31,7 @@ def parking_preprocess():
         from parking_ml.data.preprocess import preprocess as run_preprocess
         from parking_ml.lake import Lake
 
-        settings = _task_settings()
+        settings = task_settings()
         return run_preprocess(Lake.from_settings(settings), PreprocessConfig.from_settings(settings))
 
     @task(outlets=[PARKING_PROCESSED])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
-from parking_assets import PARKING_CHALLENGER
+from parking_assets import PARKING_CHALLENGER, task_settings
 
 
 @dag(
@@ -24,10 +24,9 @@ def parking_promote():
     @task(execution_timeout=timedelta(hours=2))
     def gate() -> dict:
         """Evaluate both models with the API's inference code and record the decision."""
-        from parking_ml.config import load_settings
         from parking_ml.model.promote import run_promotion
 
-        return run_promotion(load_settings())
+        return run_promotion(task_settings())
 
     gate()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
-from parking_assets import PARKING_CHALLENGER, PARKING_PROCESSED
+from parking_assets import PARKING_CHALLENGER, PARKING_PROCESSED, task_settings
 
 
 @dag(
@@ -24,10 +24,9 @@ def parking_train():
     @task(outlets=[PARKING_CHALLENGER], execution_timeout=timedelta(hours=12))
     def tune_and_register() -> dict:
         """Tune, fit, export, register; a retried task resumes the stored Optuna study."""
-        from parking_ml.config import load_settings
         from parking_ml.model.tune import run_training
 
-        return run_training(load_settings())
+        return run_training(task_settings())
 
     tune_and_register()
 
