@@ -39,3 +39,6 @@ def configure_logging(level: str = "INFO", json_lines: bool | None = None) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # one line per HTTP call drowns what a person watches (progress, stage results); keep their warnings
+    for noisy in ("httpx", "httpcore", "urllib3", "botocore", "s3fs", "aiobotocore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
