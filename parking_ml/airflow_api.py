@@ -80,12 +80,27 @@ class AirflowApi:
                 out.append(run)
         return out
 
-    def task_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
-        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")["state"]
-
     def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
         body = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
         return [t["task_id"] for t in body["task_instances"] if t["state"] in ("failed", "upstream_failed")]
+
+    def wait_runs_since(self, dag_id: str, since: datetime, *, appear_within_s: float, timeout_s: float) -> list[dict]:
+        """Wait for every run of dag_id created since `since` to finish (asset-triggered runs appear a few
+        scheduler loops after their upstream emits). Returns [] if none appeared within appear_within_s."""
+        start = time.monotonic()
+        while True:
+            runs = self.runs_since(dag_id, since)
+            if not runs and time.monotonic() - start > appear_within_s:
+                return []
+            if runs and all(r["state"] in TERMINAL for r in runs):
+                failed = [r["dag_run_id"] for r in runs if r["state"] == "failed"]
+                if failed:
+                    tasks = ", ".join(self.failed_tasks(dag_id, failed[0])) or "?"
+                    raise AirflowApiError(f"{dag_id} run {failed[0]} failed (tasks: {tasks}); see its logs in the UI")
+                return runs
+            if time.monotonic() - start > timeout_s:
+                raise AirflowApiError(f"{dag_id}: runs not finished within {timeout_s:.0f}s")
+            time.sleep(2)
 
     def wait_run(
         self,

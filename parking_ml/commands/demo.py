@@ -12,14 +12,7 @@ from datetime import UTC, datetime
 
 import typer
 
-# (dag_id, the task whose success emits the asset that schedules the next DAG)
-CHAIN = [
-    ("parking_ingest", "publish_raw"),
-    ("parking_preprocess", "publish_processed"),
-    ("parking_train", "tune_and_register"),
-    ("parking_promote", None),
-]
-PIPELINE = [dag_id for dag_id, _ in CHAIN]
+PIPELINE = ["parking_ingest", "parking_preprocess", "parking_train", "parking_promote"]
 
 
 def _upload_batch(settings, batch: str, n: int, seed: int, size: int) -> int:
@@ -67,32 +60,31 @@ def _has_champion(settings) -> bool:
 
 
 def _follow_chain(api, console, settings, batch: str, timeout: float, timings: dict[str, float]) -> None:
-    """Trigger ingest, then follow the asset chain. Where an upstream DAG emitted no asset event (nothing new
-    landed: a re-run of the same batch), stop if a champion already serves, else trigger the next DAG by hand."""
+    """Trigger ingest, then follow the asset chain.
+
+    Any upstream run since the start may have emitted the asset (the hourly ingest can take the batch before
+    our manual run does), so each next DAG is followed by its runs created since then. Where none appears
+    (nothing new landed: a re-run of the same batch), stop if a champion already serves, else trigger the next
+    DAG by hand."""
     since = datetime.now(UTC)
-    run_id = api.trigger("parking_ingest", conf={"batch": batch})
-    for i, (dag_id, publisher) in enumerate(CHAIN):
+    t = time.monotonic()
+    run_id = api.trigger(PIPELINE[0], conf={"batch": batch})
+    with console.status(f"{PIPELINE[0]} running ..."):
+        api.wait_run(PIPELINE[0], run_id=run_id, timeout_s=timeout)
+    timings[PIPELINE[0]] = time.monotonic() - t
+    console.print(f"[green]{PIPELINE[0]}[/] finished in {timings[PIPELINE[0]]:.0f}s")
+    for dag_id in PIPELINE[1:]:
         t = time.monotonic()
         with console.status(f"{dag_id} running ..."):
-            if run_id is None:
-                run_id = api.wait_run(dag_id, since=since, timeout_s=timeout)["run_id"]
-            else:
-                api.wait_run(dag_id, run_id=run_id, timeout_s=timeout)
+            runs = api.wait_runs_since(dag_id, since, appear_within_s=30, timeout_s=timeout)
+            if not runs:
+                if _has_champion(settings):
+                    console.print(f"nothing new reached {dag_id}; the current champion keeps serving")
+                    return
+                console.print(f"nothing new reached {dag_id}, and there is no champion yet: triggering it by hand")
+                api.wait_run(dag_id, run_id=api.trigger(dag_id), timeout_s=timeout)
         timings[dag_id] = time.monotonic() - t
         console.print(f"[green]{dag_id}[/] finished in {timings[dag_id]:.0f}s")
-        if publisher is None:
-            return
-        emitted = api.task_state(dag_id, run_id, publisher) == "success"
-        next_dag = CHAIN[i + 1][0]
-        if emitted:
-            run_id = None  # the asset event schedules the next DAG: wait for that run
-            continue
-        if _has_champion(settings):
-            console.print(f"{dag_id}: nothing new (already processed); the current champion keeps serving")
-            return
-        console.print(f"{dag_id}: nothing new, but no champion yet: triggering {next_dag} by hand")
-        since = datetime.now(UTC)
-        run_id = api.trigger(next_dag)
 
 
 def demo(
