@@ -39,10 +39,16 @@ class AirflowApi:
         return {"Authorization": f"Bearer {self._token}"}
 
     def _call(self, method: str, path: str, **kwargs) -> dict:
-        resp = self._client.request(method, f"/api/v2{path}", headers=self._headers(), **kwargs)
-        if resp.status_code == 401:  # token expired: log in again once
-            self._token = None
+        # On SQLite a write can meet "database is locked" while the dag-processor or scheduler writes: Airflow
+        # answers 500 "Database error". It passes within seconds, so retry a few times before giving up.
+        for attempt in range(5):
             resp = self._client.request(method, f"/api/v2{path}", headers=self._headers(), **kwargs)
+            if resp.status_code == 401:  # token expired: log in again
+                self._token = None
+                continue
+            if resp.status_code < 500 or attempt == 4:
+                break
+            time.sleep(1.0 + attempt)
         if resp.status_code >= 400:
             raise AirflowApiError(f"{method} {path} -> {resp.status_code}: {resp.text[:500]}")
         return resp.json()

@@ -68,6 +68,9 @@ def _isolated_environ() -> Iterator[None]:
     """mlflow.set_tracking_uri()/set_registry_uri() write MLFLOW_* into os.environ; without this, one test's
     server address leaks into every later test's Settings and subprocesses."""
     saved = dict(os.environ)
+    # set by module- or session-scoped fixtures that outlive one test: never part of a test's starting env
+    for var in [v for v in os.environ if v.startswith("MLFLOW_")]:
+        del os.environ[var]
     yield
     os.environ.clear()
     os.environ.update(saved)
