@@ -473,8 +473,7 @@ def final_fit(
         loader = make_loader(
             data.root,
             train_rows,
-            # the crop CV tuned with: the parameters were chosen for it, and it keeps the step cost CV measured
-            profile.crop_size or profile.tile_size,
+            profile.final_crop_size or profile.tile_size,
             int(params["batch_size"]),
             params["aug_strength"],
             settings.seed,
