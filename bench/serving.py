@@ -20,8 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,43 +32,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from parking_ml.stack import free_port, start_local_mlflow, stop_pid, wait_http
+
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout_s: float, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:3]} exited early:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} not up after {timeout_s}s:\n{log.read_text()[-3000:]}")
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("wb") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def make_tiles(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
@@ -150,22 +120,8 @@ def main() -> None:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PARKING_", "MLFLOW_"))}
     try:
         # --- registry with one version ------------------------------------------------------------
-        mlflow_port = free_port()
-        tracking = f"http://127.0.0.1:{mlflow_port}"
-        env = {**base_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        mlflow_log = work / "mlflow.log"
-        procs.append(
-            start(
-                [
-                    str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
-                    "--artifacts-destination", str(work / "artifacts"), "--host", "127.0.0.1",
-                    "--port", str(mlflow_port), "--workers", "1",
-                ],
-                env,
-                mlflow_log,
-            )
-        )  # fmt: skip
-        wait_http(f"{tracking}/health", 120, procs[-1], mlflow_log)
+        mlflow_proc, tracking = start_local_mlflow(work / "mlflow")
+        procs.append(mlflow_proc)
         settings = Settings(home=work / "var", mlflow_tracking_uri=tracking, model_name="bench-spaces")
         net = build_model("unet", "resnet18", encoder_weights=None, decoder_channels=(128, 64, 32, 16, 8))
         # trained on 256 px tiles; the 512 px inference window runs a 512 px upload in one pass
@@ -303,7 +259,7 @@ def main() -> None:
         print(f"raw floor p50 {statistics.median(floor) * 1000:.0f} ms")
     finally:
         for proc in reversed(procs):
-            stop(proc)
+            stop_pid(proc.pid)
         if args.keep:
             print(f"kept {work}")
         else:

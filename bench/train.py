@@ -15,68 +15,14 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from parking_ml.stack import start_local_mlflow, stop_pid
+
 GOALS = {"iou_free": (">=", 0.85), "free_count_mae": ("<=", 1.0)}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_mlflow(root: Path) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    port = free_port()
-    log = (root / "mlflow.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "mlflow-artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}; see {root / 'mlflow.log'}")
-        try:
-            if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
-                return proc, uri
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise TimeoutError("mlflow server did not start within 120 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def parse_gsd(text: str) -> float | tuple[float, float]:
@@ -101,7 +47,7 @@ def main() -> int:
     home = args.keep or Path(tempfile.mkdtemp(prefix="parking-bench-train-"))
     home.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    server, uri = start_mlflow(home)
+    server, uri = start_local_mlflow(home / "mlflow")
     stages: list[tuple[str, float, str]] = []
     try:
         settings = Settings(home=home, mlflow_tracking_uri=uri, profile=args.profile, seed=args.seed)
@@ -149,7 +95,7 @@ def main() -> int:
         decision = run_promotion(settings)
         stages.append(("promote", time.perf_counter() - t0, "promoted" if decision["promoted"] else "rejected"))
     finally:
-        stop(server)
+        stop_pid(server.pid, timeout_s=15)
     load_after = os.getloadavg()
 
     print(f"\nparking-ml training benchmark: profile {args.profile}, {args.n} synthetic images, gsd {args.gsd}")

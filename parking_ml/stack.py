@@ -120,6 +120,73 @@ def airflow_env(settings: Settings, dags_folder: Path | None = None) -> dict[str
     }
 
 
+def mlflow_server_argv(backend_store_uri: str, artifacts_dir: Path, host: str, port: int) -> list[str]:
+    """One MLflow tracking server: proxied artifacts, a single worker (job execution is turned off through
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false in its env: the defaults cost ~2 GiB on this machine)."""
+    return [
+        _bin("mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        str(artifacts_dir),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Wait for url to answer 200; fail early (with the log tail) if proc exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log_tail(log) if log else ""
+            raise RuntimeError(f"{proc.args[:2]} exited with {proc.returncode} before {url} answered:\n{tail}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
+
+
+def start_local_mlflow(root: Path, backend_store_uri: str | None = None) -> tuple[subprocess.Popen, str]:
+    """A throwaway MLflow server on a free loopback port (tests, benchmarks): (process, tracking URI).
+    Stop it with stop_pid(proc.pid)."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = root / "mlflow.log"
+    argv = mlflow_server_argv(
+        backend_store_uri or f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", "127.0.0.1", port
+    )
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{uri}/health", 120, proc, log)
+    except BaseException:
+        stop_pid(proc.pid, timeout_s=10)
+        raise
+    return proc, uri
+
+
 def _airflow_components_healthy(resp: httpx.Response) -> bool:
     if resp.status_code != 200:
         return False
@@ -139,20 +206,9 @@ def components(settings: Settings) -> list[Component]:
     out = [
         Component(
             name="mlflow",
-            argv=[
-                _bin("mlflow"),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(mlflow_dir / "artifacts"),
-                "--host",
-                host,
-                "--port",
-                str(settings.mlflow_port),
-                "--workers",
-                "1",
-            ],
+            argv=mlflow_server_argv(
+                f"sqlite:///{mlflow_dir / 'mlflow.db'}", mlflow_dir / "artifacts", host, settings.mlflow_port
+            ),
             env=mlflow_env,
             port=settings.mlflow_port,
             health_url=f"http://{host}:{settings.mlflow_port}/health",

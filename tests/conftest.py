@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +28,7 @@ os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="parking-tests-"))
 
 from parking_ml.config import Settings  # noqa: E402
-from parking_ml.stack import airflow_env, stop_pid  # noqa: E402
+from parking_ml.stack import airflow_env, free_port, start_local_mlflow, stop_pid, wait_http  # noqa: E402, F401
 
 os.environ.update(airflow_env(Settings(home=_SESSION_TMP / "airflow-var")))
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
@@ -40,27 +37,6 @@ sys.path.insert(0, str(REPO / "dags"))
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_SESSION_TMP, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered:\n{tail}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
 
 
 @pytest.fixture(autouse=True)
@@ -90,34 +66,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server (SQLite backend, proxied artifacts) on a free loopback port."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    log = root / "server.log"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(VENV_BIN / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{root / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(root / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    uri = f"http://127.0.0.1:{port}"
+    proc, uri = start_local_mlflow(tmp_path_factory.mktemp("mlflow"))
     try:
-        wait_http(f"{uri}/health", 120, proc, log)
         yield uri
     finally:
         stop_pid(proc.pid, timeout_s=10)
