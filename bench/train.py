@@ -1,11 +1,15 @@
 """Benchmark: the demo training profile end to end on synthetic data, timed per stage.
 
-    nice -n 10 .venv/bin/python bench/train.py [--n 40] [--gsd 0.1] [--profile demo] [--keep DIR]
+    nice -n 10 .venv/bin/python bench/train.py [--n 96] [--passes 2] [--gsd 0.08-0.15] [--profile demo] [--keep DIR]
 
 Stages: synth (generator) -> ingest -> preprocess -> train (Optuna CV + final fit + register) -> promote.
 A throwaway MLflow server runs on a free loopback port; everything lives in a temporary PARKING_HOME.
 Prints wall time per stage, the machine load around the run, and the holdout metrics of the registered
 challenger against the goal (free-space IoU >= 0.85, free-count error <= 1 per 256-px tile).
+
+Peer (same run, same data, same holdout, same inference code): the previous demo recipe, a ResNet-18 U-Net
+at the tiles' own resolution on 160-px crops, given the same wall time as our final fit (its step count is
+set from a timed probe of its own steps). Ratios compare our holdout metrics with the peer's.
 Timings are only comparable on a quiet machine: the load average is printed so a reader can judge.
 """
 
@@ -23,6 +27,64 @@ from pathlib import Path
 from parking_ml.stack import start_local_mlflow, stop_pid
 
 GOALS = {"iou_free": (">=", 0.85), "free_count_mae": ("<=", 1.0)}
+PEER_NAME = "resnet18-native-160"
+
+
+def _probe_step_s(encoder: str, crop: int, batch: int, threads: int) -> float:
+    """Median seconds of one training step of the peer's network on random data."""
+    import torch
+
+    from parking_ml.model.network import build_model
+
+    torch.set_num_threads(threads)
+    model = build_model("unet", encoder, None, 3, (128, 64, 32, 16, 8)).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    x = torch.randn(batch, 3, crop, crop).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 3, (batch, crop, crop))
+    times = []
+    for _ in range(8):
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return sorted(times[2:])[3]
+
+
+def train_peer(settings, outcome: dict) -> dict:
+    """The previous demo recipe, trained for our final fit's wall time on the same processed data."""
+    import dataclasses
+    import math
+
+    from parking_ml.model.profiles import get_profile
+    from parking_ml.model.tune import final_fit, load_processed
+
+    ours = get_profile(settings.profile)
+    params = {**outcome["best_params"], "encoder": "resnet18", "loss": "ce+dice"}
+    batch = int(params["batch_size"])
+    fit_s = float(outcome["timings_s"]["final_fit"])
+    steps = max(1, int(fit_s / _probe_step_s("resnet18", 160, batch, settings.threads)))
+    per_epoch = ours.steps_per_epoch or 50
+    profile = dataclasses.replace(
+        ours,
+        name="peer",
+        model_gsd=None,
+        crop_size=160,
+        final_crop_size=160,
+        decoder_channels=(128, 64, 32, 16, 8),
+        final_epochs=math.ceil(steps / per_epoch),
+        steps_per_epoch=per_epoch,
+    )
+    peer_settings = settings.model_copy(update={"model_name": "bench-peer"})
+    data = load_processed(peer_settings)
+    import mlflow
+
+    mlflow.set_tracking_uri(peer_settings.mlflow_tracking_uri)
+    mlflow.set_experiment("bench-peer")
+    with mlflow.start_run(run_name="peer"):
+        result = final_fit(peer_settings, data, profile, params, {}, "bench-peer", progress=False)
+    return {"holdout": result.holdout_metrics, "fit_s": result.timings_s["final_fit"], "steps": steps}
 
 
 def parse_gsd(text: str) -> float | tuple[float, float]:
@@ -32,11 +94,13 @@ def parse_gsd(text: str) -> float | tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=40, help="synthetic 512-px images (each gives four 256-px tiles)")
-    parser.add_argument("--gsd", default="0.1", help="metres per pixel, or a range like 0.08-0.15")
+    parser.add_argument("--n", type=int, default=96, help="synthetic 512-px images (as `parking-ml demo`)")
+    parser.add_argument("--passes", type=int, default=2, help="images per site (as `parking-ml demo`)")
+    parser.add_argument("--gsd", default="0.08-0.15", help="metres per pixel, or a range like 0.08-0.15")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", default="demo", choices=["smoke", "demo", "full"])
     parser.add_argument("--keep", type=Path, default=None, help="keep PARKING_HOME here instead of a temp dir")
+    parser.add_argument("--no-peer", action="store_true", help="skip the peer (saves the final fit's time again)")
     args = parser.parse_args()
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -59,7 +123,13 @@ def main() -> int:
         from parking_ml.data.synthetic import generate_dataset
 
         paths = generate_dataset(
-            lake.local_path(f"landing/bench-{args.seed}"), args.n, args.seed, 512, parse_gsd(args.gsd), progress=False
+            lake.local_path(f"landing/bench-{args.seed}"),
+            args.n,
+            args.seed,
+            512,
+            parse_gsd(args.gsd),
+            sites=max(1, args.n // args.passes),
+            progress=False,
         )
         stages.append(("synth", time.perf_counter() - t0, f"{len(paths)} images of 512 px"))
 
@@ -94,6 +164,12 @@ def main() -> int:
 
         decision = run_promotion(settings)
         stages.append(("promote", time.perf_counter() - t0, "promoted" if decision["promoted"] else "rejected"))
+
+        peer = None
+        if not args.no_peer:
+            t0 = time.perf_counter()
+            peer = train_peer(settings, outcome)
+            stages.append(("peer", time.perf_counter() - t0, f"{PEER_NAME}: {peer['steps']} steps"))
     finally:
         stop_pid(server.pid, timeout_s=15)
     load_after = os.getloadavg()
@@ -114,6 +190,14 @@ def main() -> int:
                 ok = hold[key] >= goal[1] if goal[0] == ">=" else hold[key] <= goal[1]
                 verdict = f"  goal {goal[0]} {goal[1]}: {'met' if ok else 'NOT met'}"
             print(f"  {key:<16}{hold[key]:>8.4f}{verdict}")
+    if peer is not None:
+        ph = peer["holdout"]
+        print(f"\npeer {PEER_NAME} (same wall time as our final fit: {peer['fit_s']:.0f} s, {peer['steps']} steps):")
+        print(f"  {'metric':<16}{'ours':>8}{'peer':>8}{'ours/peer':>11}")
+        for key in ("iou_free", "free_f1", "iou_occupied", "space_f1", "free_count_mae"):
+            if key in hold and key in ph:
+                ratio = hold[key] / ph[key] if ph[key] else float("nan")
+                print(f"  {key:<16}{hold[key]:>8.4f}{ph[key]:>8.4f}{ratio:>11.2f}")
     print(f"\npromotion: {decision['reason']}")
     if args.keep is None:
         shutil.rmtree(home, ignore_errors=True)

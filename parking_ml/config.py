@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     tile_size: int = Field(256, ge=64, le=4096)
     tile_overlap: int = Field(32, ge=0)
     target_gsd: float | None = Field(None, gt=0.0, description="resample to this m/px in preprocess")
+    model_gsd: float | None = Field(
+        None, gt=0.0, description="m/px the network works at (default: the profile's); imagery is resampled to it"
+    )
     optuna_storage: str = Field("", description="Optuna study DB; default sqlite:///$PARKING_HOME/optuna.db")
     encoder_weights: str | None = Field(
         None, description="None, 'imagenet' (needs internet) or a local weights file path"

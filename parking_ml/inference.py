@@ -35,10 +35,16 @@ class PreprocessConfig:
     window: int = 512
     pad_multiple: int = 32
     class_names: tuple[str, ...] = ("background", "free", "occupied")
-    # at the training gsd; scaled by (gsd_train / gsd_image)^2 when both are known
+    # at the model's gsd; scaled by (gsd / gsd_image)^2 when both are known
     min_area_px: int = 20
+    # the model's ground resolution (m/px): the gsd its training tiles had when it saw them
     gsd: float | None = None
-    version: int = 1
+    # resample: images of a known other gsd go through the network at `gsd` and their probabilities come
+    # back to the image's own pixel grid (bilinear), so a model sees every image at the scale it learnt
+    resample: bool = False
+    # assumed for images that carry no gsd (a plain PNG without a gsd parameter): the training imagery's median
+    default_image_gsd: float | None = None
+    version: int = 2
 
     def __post_init__(self) -> None:
         if len(self.mean) != 3 or len(self.std) != 3:
@@ -91,11 +97,27 @@ class PreprocessConfig:
     def from_file(cls, path: str | Path) -> PreprocessConfig:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
+    def image_gsd(self, given: float | None) -> float | None:
+        """The gsd to assume for an image: its own when known, else the package's default."""
+        if given is not None and given > 0:
+            return float(given)
+        return self.default_image_gsd
+
     def min_area_for(self, image_gsd: float | None) -> int:
         """Minimum component area in pixels for an image of this gsd (m/px)."""
+        image_gsd = self.image_gsd(image_gsd)
         if self.gsd and image_gsd and image_gsd > 0:
             return max(1, round(self.min_area_px * (self.gsd / image_gsd) ** 2))
         return self.min_area_px
+
+    def input_scale(self, image_gsd: float | None) -> float:
+        """Factor from the image's pixel grid to the network's (1.0: run as it is)."""
+        image_gsd = self.image_gsd(image_gsd)
+        if not (self.resample and self.gsd and image_gsd):
+            return 1.0
+        scale = image_gsd / self.gsd
+        # within 2 %: resampling would cost more than the scale error it removes
+        return 1.0 if abs(scale - 1.0) < 0.02 else scale
 
 
 @dataclass(frozen=True)
@@ -164,39 +186,19 @@ def _ramp(window: int, overlap: int) -> np.ndarray:
     return w
 
 
-class OnnxSegmenter:
-    """An ONNX segmentation network (N x 3 x H x W -> N x C x H x W logits) behind one session."""
+class Segmenter:
+    """A segmentation network (N x 3 x H x W -> N x C x H x W logits) behind `run_logits`, plus everything
+    around it: resampling to the model's gsd, padding, sliding windows, softmax.
 
-    def __init__(self, model_path: str | Path, config: PreprocessConfig, threads: int = 2, batch_size: int = 2) -> None:
-        import onnxruntime as ort
+    Subclasses supply `run_logits`: onnxruntime here (what the API serves), torch in training, so that
+    cross-validation scores models through exactly this code.
+    """
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        self.model_path = Path(model_path)
-        self.config = config
-        self.batch_size = max(1, batch_size)
-        self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
-
-    @classmethod
-    def from_dir(cls, model_dir: str | Path, threads: int = 2) -> OnnxSegmenter:
-        """Load a model package directory holding model.onnx and preprocess.json."""
-        model_dir = Path(model_dir)
-        onnx_path, pre_path = model_dir / "model.onnx", model_dir / "preprocess.json"
-        missing = [p.name for p in (onnx_path, pre_path) if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"model directory {model_dir} lacks {', '.join(missing)}; point it at an exported "
-                "model package (model.onnx + preprocess.json)"
-            )
-        return cls(onnx_path, PreprocessConfig.from_file(pre_path), threads=threads)
+    config: PreprocessConfig
+    batch_size: int = 2
 
     def run_logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        raise NotImplementedError
 
     def warm_up(self) -> None:
         size = self.config.infer_window
@@ -207,33 +209,48 @@ class OnnxSegmenter:
         rgb: np.ndarray,
         progress: ProgressFn | None = None,
         timings: dict[str, float] | None = None,
+        image_gsd: float | None = None,
     ) -> np.ndarray:
-        """Softmax probabilities (float32, C x H x W) for a uint8 RGB image of any size."""
+        """Softmax probabilities (float32, C x H x W) for a uint8 RGB image of any size and gsd."""
+        import cv2
+
         t0 = time.perf_counter()
         h, w = rgb.shape[:2]
         if h == 0 or w == 0:
             raise ValueError("image has zero width or height")
-        cfg = self.config
-        tile = cfg.infer_window
-        if h <= tile and w <= tile:
-            x = normalise(rgb, cfg)
-            ph = math.ceil(h / cfg.pad_multiple) * cfg.pad_multiple
-            pw = math.ceil(w / cfg.pad_multiple) * cfg.pad_multiple
-            if (ph, pw) != (h, w):
-                x = np.pad(x, ((0, 0), (0, ph - h), (0, pw - w)), mode="reflect")
-            t1 = time.perf_counter()
-            logits = self.run_logits(x[None])
-            t_inf = time.perf_counter() - t1
-            probs = softmax(logits, axis=1)[0, :, :h, :w]
-            if progress:
-                progress(1, 1)
-        else:
-            probs, t_inf = self._sliding(rgb, progress)
+        scale = self.config.input_scale(image_gsd)
+        work = rgb
+        if scale != 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            work = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        probs, t_inf = self._probs_on_grid(work, progress)
+        if scale != 1.0:
+            # bilinear on probabilities keeps each pixel's classes summing to 1 and the boundaries sub-pixel
+            probs = np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) for p in probs])
         t_pre = time.perf_counter() - t0 - t_inf
         if timings is not None:
             timings["preprocess_ms"] = timings.get("preprocess_ms", 0.0) + t_pre * 1000
             timings["inference_ms"] = timings.get("inference_ms", 0.0) + t_inf * 1000
         return np.ascontiguousarray(probs, dtype=np.float32)
+
+    def _probs_on_grid(self, rgb: np.ndarray, progress: ProgressFn | None) -> tuple[np.ndarray, float]:
+        h, w = rgb.shape[:2]
+        cfg = self.config
+        tile = cfg.infer_window
+        if h > tile or w > tile:
+            return self._sliding(rgb, progress)
+        x = normalise(rgb, cfg)
+        ph = math.ceil(h / cfg.pad_multiple) * cfg.pad_multiple
+        pw = math.ceil(w / cfg.pad_multiple) * cfg.pad_multiple
+        if (ph, pw) != (h, w):
+            x = np.pad(x, ((0, 0), (0, ph - h), (0, pw - w)), mode="reflect")
+        t1 = time.perf_counter()
+        logits = self.run_logits(x[None])
+        t_inf = time.perf_counter() - t1
+        probs = softmax(logits, axis=1)[0, :, :h, :w]
+        if progress:
+            progress(1, 1)
+        return probs, t_inf
 
     def _sliding(self, rgb: np.ndarray, progress: ProgressFn | None) -> tuple[np.ndarray, float]:
         """Blend overlapping windows; memory beyond the output is one batch of windows."""
@@ -271,6 +288,41 @@ class OnnxSegmenter:
         assert acc is not None
         acc /= wsum
         return acc[:, :h, :w], t_inf
+
+
+class OnnxSegmenter(Segmenter):
+    """The exported model (model.onnx) behind one onnxruntime session: what the API and the gate run."""
+
+    def __init__(self, model_path: str | Path, config: PreprocessConfig, threads: int = 2, batch_size: int = 2) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(threads))
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.model_path = Path(model_path)
+        self.config = config
+        self.batch_size = max(1, batch_size)
+        self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, threads: int = 2) -> OnnxSegmenter:
+        """Load a model package directory holding model.onnx and preprocess.json."""
+        model_dir = Path(model_dir)
+        onnx_path, pre_path = model_dir / "model.onnx", model_dir / "preprocess.json"
+        missing = [p.name for p in (onnx_path, pre_path) if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"model directory {model_dir} lacks {', '.join(missing)}; point it at an exported "
+                "model package (model.onnx + preprocess.json)"
+            )
+        return cls(onnx_path, PreprocessConfig.from_file(pre_path), threads=threads)
+
+    def run_logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
 def _component_polygon(component: np.ndarray, x0: int, y0: int) -> list[list[float]]:
@@ -356,7 +408,7 @@ def postprocess(probs: np.ndarray, config: PreprocessConfig, image_gsd: float | 
 
 
 def predict(
-    segmenter: OnnxSegmenter,
+    segmenter: Segmenter,
     rgb: np.ndarray,
     image_gsd: float | None = None,
     progress: ProgressFn | None = None,
@@ -364,7 +416,7 @@ def predict(
     """Image in, counted spaces out, with per-stage timings in milliseconds."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    probs = segmenter.predict_probs(rgb, progress=progress, timings=timings)
+    probs = segmenter.predict_probs(rgb, progress=progress, timings=timings, image_gsd=image_gsd)
     t1 = time.perf_counter()
     pred = postprocess(probs, segmenter.config, image_gsd=image_gsd)
     t2 = time.perf_counter()

@@ -53,7 +53,20 @@ def _model_or_503(request: Request) -> LoadedModel:
     return model
 
 
-async def _infer(request: Request, file: UploadFile, with_mask_png: bool) -> tuple[LoadedModel, InferenceResult]:
+GsdQuery = Annotated[
+    float | None,
+    Query(
+        gt=0.0,
+        le=10.0,
+        description="ground resolution of the image in m/px, for images that carry none (PNG, JPEG, TIFF "
+        "without a CRS); a GeoTIFF's own resolution wins. Omitted: the model's typical training resolution",
+    ),
+]
+
+
+async def _infer(
+    request: Request, file: UploadFile, with_mask_png: bool, gsd: float | None = None
+) -> tuple[LoadedModel, InferenceResult]:
     svc = _services(request)
     # one reference taken here: a hot swap during this request does not change the model it runs on
     model = _model_or_503(request)
@@ -69,6 +82,7 @@ async def _infer(request: Request, file: UploadFile, with_mask_png: bool) -> tup
         svc.drift,
         request_id,
         with_mask_png,
+        gsd,
     )
     return model, result
 
@@ -84,8 +98,9 @@ async def predict(
     request: Request,
     file: Annotated[UploadFile, File(description="the image; its type is told by content, not by name")],
     include_mask: Annotated[bool, Query(description="add the class mask as a base64 PNG")] = False,
+    gsd: GsdQuery = None,
 ) -> Response:
-    model, result = await _infer(request, file, include_mask)
+    model, result = await _infer(request, file, include_mask, gsd)
     pred, image = result.prediction, result.image
     body: dict[str, Any] = {
         "request_id": request.state.request_id,
@@ -114,8 +129,9 @@ async def predict(
 async def predict_mask(
     request: Request,
     file: Annotated[UploadFile, File(description="the image; its type is told by content, not by name")],
+    gsd: GsdQuery = None,
 ) -> Response:
-    model, result = await _infer(request, file, True)
+    model, result = await _infer(request, file, True, gsd)
     return Response(
         result.mask_png,
         media_type="image/png",

@@ -49,11 +49,13 @@ def run_inference(
     drift: DriftBuffer,
     request_id: str,
     with_mask_png: bool = False,
+    gsd: float | None = None,
 ) -> InferenceResult:
+    """gsd (m/px) stands in for an image that carries none; a GeoTIFF's own resolution wins."""
     t0 = time.perf_counter()
     image = decode_upload(data, name, settings)
     t_decode = time.perf_counter() - t0
-    pred = predict(model.segmenter, image.rgb, image_gsd=image.gsd)
+    pred = predict(model.segmenter, image.rgb, image_gsd=image.gsd or gsd)
     timings = {"decode_ms": round(t_decode * 1000, 2), **pred.timings_ms}
     geojson = georeferenced_geojson(pred.spaces, image.transform, image.crs)
     mask_png = encode_png(pred.mask) if with_mask_png else None

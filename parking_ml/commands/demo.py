@@ -15,7 +15,7 @@ import typer
 PIPELINE = ["parking_ingest", "parking_preprocess", "parking_train", "parking_promote"]
 
 
-def _upload_batch(settings, batch: str, n: int, seed: int, size: int, gsd: tuple[float, float]) -> int:
+def _upload_batch(settings, batch: str, n: int, seed: int, size: int, gsd: tuple[float, float], passes: int = 2) -> int:
     """Generate a synthetic batch and put it under landing/<batch>/ (local folder or S3 alike)."""
     import tempfile
     from pathlib import Path
@@ -25,7 +25,8 @@ def _upload_batch(settings, batch: str, n: int, seed: int, size: int, gsd: tuple
 
     lake = Lake.from_settings(settings)
     with tempfile.TemporaryDirectory(prefix="parking-demo-") as tmp:
-        generate_dataset(Path(tmp), n=n, seed=seed, size=size, gsd=gsd, progress=True)
+        sites = max(1, n // max(1, passes))
+        generate_dataset(Path(tmp), n=n, seed=seed, size=size, gsd=gsd, sites=sites, progress=True)
         files = sorted(p for p in Path(tmp).rglob("*") if p.is_file())
         for path in files:
             lake.write_bytes(f"landing/{batch}/{path.relative_to(tmp).as_posix()}", path.read_bytes())
@@ -98,7 +99,12 @@ def _print_links(console, settings, api_url: str) -> None:
 
 
 def demo(
-    n: int = typer.Option(48, help="synthetic images in the landing batch"),
+    n: int = typer.Option(96, help="synthetic images in the landing batch"),
+    passes: int = typer.Option(
+        2,
+        min=1,
+        help="images per site (passes over the same lot); fewer passes, more sites: the model meets more lots",
+    ),
     seed: int = typer.Option(7, help="generator seed (same seed, same batch: a re-run ingests nothing new)"),
     size: int = typer.Option(512, help="image size in pixels"),
     gsd: str = typer.Option(
@@ -150,7 +156,7 @@ def demo(
             gsd_range = (float(lo), float(hi or lo))
         except ValueError:
             raise typer.BadParameter(f"--gsd must be a number or a range like 0.08-0.15, got {gsd!r}") from None
-        files = _upload_batch(settings, batch, n, seed, size, gsd_range)
+        files = _upload_batch(settings, batch, n, seed, size, gsd_range, passes)
         timings["synth + upload"] = time.monotonic() - t
         console.print(f"{files} files written to {settings.lake_url}/landing/{batch}/")
 
@@ -190,12 +196,18 @@ def demo(
 
     ok, png = cv2.imencode(".png", cv2.cvtColor(tile.image, cv2.COLOR_RGB2BGR))
     assert ok
-    resp = httpx.post(f"{api_url}/v1/predict", files={"file": ("tile.png", png.tobytes(), "image/png")}, timeout=60)
+    # a PNG carries no resolution: say it, as a client with a plain image would
+    resp = httpx.post(
+        f"{api_url}/v1/predict",
+        params={"gsd": tile.gsd},
+        files={"file": ("tile.png", png.tobytes(), "image/png")},
+        timeout=60,
+    )
     body = resp.json()
     if resp.status_code != 200:
         typer.secho(f"prediction failed: {body}", fg="red", err=True)
         raise typer.Exit(1)
-    truth_free = sum(1 for _, status in tile.stalls if status == "free")
+    truth_free = tile.free_count
     console.print(
         f"model {body['model']['name']} v{body['model']['version']}: {body['free_spaces']} free, "
         f"{body['occupied_spaces']} occupied spaces (generator truth: {truth_free} free)"

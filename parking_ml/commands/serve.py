@@ -61,6 +61,14 @@ def predict(
         str | None, typer.Option(help="MLflow model URI, e.g. models:/parking-spaces@champion (the default)")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads (default PARKING_THREADS)")] = None,
+    gsd: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="ground resolution in m/px for an image that carries none (a GeoTIFF's own wins; "
+            "default: the model's typical training resolution)",
+        ),
+    ] = None,
 ) -> None:
     """Find parking spaces in one image with the same core as the API, without a server."""
     from rich.console import Console
@@ -109,7 +117,7 @@ def predict(
             def on_progress(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            pred = run_predict(segmenter, raster.rgb, image_gsd=raster.gsd, progress=on_progress)
+            pred = run_predict(segmenter, raster.rgb, image_gsd=raster.gsd or gsd, progress=on_progress)
 
     table = Table(title=f"{image.name} ({raster.width}x{raster.height} px)")
     table.add_column("measure")

@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from parking_ml.inference import PreprocessConfig, Segmenter, predict
 from parking_ml.model.losses import build_loss
 from parking_ml.model.metrics import evaluate
 
@@ -36,7 +37,7 @@ class FitConfig:
     class_weights: Sequence[float] | None = None
     patience: int | None = None  # epochs without improvement before stopping (None: never)
     scheduler: str = "onecycle"  # onecycle | cosine | none
-    steps_per_epoch: int | None = None
+    steps_per_epoch: int | None = None  # None: one pass over the loader; else this many steps, cycling
     objective: str = "free_f1"  # metric of evaluate() maximised on the validation loader
     progress: bool = True
 
@@ -72,10 +73,12 @@ def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def _batch_to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, targets): the soft targets when the loader gives them, else the class maps."""
     x = batch["image"].to(device, non_blocking=True)
     if device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last)
-    return x, batch["mask"].to(device, non_blocking=True)
+    y = batch["target"] if "target" in batch else batch["mask"]
+    return x, y.to(device, non_blocking=True)
 
 
 def _autocast(device: torch.device):
@@ -84,44 +87,80 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def _steps(loader: DataLoader, cap: int | None) -> int:
-    n = len(loader)
-    return min(n, cap) if cap else n
+def _steps(loader: DataLoader, per_epoch: int | None) -> int:
+    """Steps in one epoch: the profile's fixed number (a compute budget, whatever the data size) or one pass."""
+    return per_epoch if per_epoch else len(loader)
 
 
-def predict_masks(
-    model: nn.Module, loader: Iterable[dict], device: torch.device
-) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    """Argmax class maps of the torch model over a loader: (predicted, true, tile ids)."""
-    model.eval()
-    preds, trues, ids = [], [], []
-    with torch.no_grad(), _autocast(device):
-        for batch in loader:
-            x, y = _batch_to(batch, device)
-            out = model(x).argmax(dim=1).cpu().numpy().astype(np.uint8)
-            truth = y.cpu().numpy()
-            for k in range(out.shape[0]):
-                preds.append(out[k])
-                trues.append(truth[k].astype(np.uint8))
-            ids.extend(batch["tile_id"])
-    return preds, trues, ids
+def _endless(loader: DataLoader) -> Iterator[dict]:
+    """Batches without end: a new shuffled pass whenever one runs out (epochs are counted in steps)."""
+    while True:
+        yield from loader
+
+
+class TorchSegmenter(Segmenter):
+    """The torch model behind parking_ml.inference's Segmenter: validation during training runs the very
+    pre- and post-processing the API runs on the exported model (resampling, padding, windows, specks)."""
+
+    def __init__(self, model: nn.Module, config: PreprocessConfig, device: torch.device, batch_size: int = 2) -> None:
+        self.model = model
+        self.config = config
+        self.device = device
+        self.batch_size = batch_size
+
+    def run_logits(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(self.device)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), _autocast(self.device):
+            return self.model(x).float().cpu().numpy()
+
+
+@dataclass
+class ValTile:
+    tile_id: str
+    rgb: np.ndarray
+    truth: np.ndarray
+    gsd: float | None
+
+
+def make_validator(
+    tiles: Sequence[ValTile], config: PreprocessConfig, device: torch.device
+) -> Callable[[nn.Module], dict]:
+    """A function model -> evaluate() metrics on these tiles, through parking_ml.inference.predict."""
+
+    def validate(model: nn.Module) -> dict:
+        was_training = model.training
+        model.eval()
+        try:
+            seg = TorchSegmenter(model, config, device)
+            preds = [predict(seg, t.rgb, image_gsd=t.gsd).mask for t in tiles]
+        finally:
+            model.train(was_training)
+        return evaluate(preds, [t.truth for t in tiles])
+
+    return validate
 
 
 def fit(
     model: nn.Module,
     train_loader: DataLoader,
-    val_loader: DataLoader | None,
+    validate: Callable[[nn.Module], dict] | None,
     cfg: FitConfig,
     device: torch.device,
     on_epoch: EpochCallback | None = None,
 ) -> FitResult:
     """Train model in place; keep the state with the best validation objective (the last one if no val).
 
+    validate(model) -> evaluate() metrics (see make_validator); None: no validation, the last state is kept.
+
     on_epoch(epoch, record) runs after every epoch with the loss and validation metrics; it may raise (e.g.
     optuna.TrialPruned) to stop training. The model ends holding the best state.
     """
     from tqdm.auto import tqdm
 
+    if len(train_loader) == 0:
+        raise ValueError("the training loader is empty: no tiles to train on (check the manifest's train split)")
     model = _prepare(model, device)
     loss_fn = build_loss(cfg.loss, cfg.class_weights)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -138,14 +177,14 @@ def fit(
 
     best = FitResult(best_state={}, best_score=-math.inf, best_epoch=-1)
     since_best = 0
+    batches = _endless(train_loader)
     for epoch in range(cfg.epochs):
         model.train()
         t0 = time.perf_counter()
         running, seen = 0.0, 0
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress)
-        for step, batch in enumerate(train_loader):
-            if step >= steps:
-                break
+        for _ in range(steps):
+            batch = next(batches)
             x, y = _batch_to(batch, device)
             with _autocast(device):
                 logits = model(x)
@@ -165,9 +204,8 @@ def fit(
             "train_loss": running / max(seen, 1),
             "epoch_s": time.perf_counter() - t0,
         }
-        if val_loader is not None:
-            preds, trues, _ = predict_masks(model, val_loader, device)
-            metrics = evaluate(preds, trues)
+        if validate is not None:
+            metrics = validate(model)
             record.update({f"val_{k}": v for k, v in metrics.items() if k != "confusion"})
             score = float(metrics[cfg.objective])
         else:
@@ -183,7 +221,7 @@ def fit(
             since_best += 1
         if on_epoch is not None:
             on_epoch(epoch, record)
-        if cfg.patience is not None and val_loader is not None and since_best >= cfg.patience:
+        if cfg.patience is not None and validate is not None and since_best >= cfg.patience:
             best.stopped_early = True
             break
     model.load_state_dict(best.best_state)

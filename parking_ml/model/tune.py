@@ -27,6 +27,10 @@ from parking_ml.model.profiles import SearchSpace, TrainProfile, get_profile
 
 logger = logging.getLogger(__name__)
 
+# the drift reference: features of at most this many training tiles (evenly spaced over sites and passes);
+# a few hundred rows pin each feature's distribution, and predicting every tile would cost the demo a minute
+REFERENCE_MAX_TILES = 400
+
 # the metrics summarised per trial (mean/std over folds) and copied to the version's tags
 SUMMARY_METRICS = ("free_f1", "iou_free", "iou_occupied", "miou", "space_f1", "free_count_mae")
 
@@ -105,18 +109,24 @@ def fold_split(manifest: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.Data
     return train, val
 
 
-def make_loader(root: Path, rows: pd.DataFrame, tile_size: int, batch_size: int, aug: float | None, seed: int):
-    """aug None: evaluation loader (no change but padding to the stride); else a shuffled training loader."""
+def make_loader(
+    root: Path,
+    rows: pd.DataFrame,
+    crop_size: int,
+    batch_size: int,
+    aug: float,
+    seed: int,
+    model_gsd: float | None = None,
+):
+    """A shuffled training loader of random crops (at the model's gsd) with soft targets."""
     import torch
     from torch.utils.data import DataLoader
 
-    from parking_ml.data.augment import build_eval_transform, build_train_transform
+    from parking_ml.data.augment import build_train_transform
     from parking_ml.data.dataset import TileDataset
 
-    if aug is None:
-        ds = TileDataset(root, rows, build_eval_transform(pad_multiple=32), cache=True)
-        return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
-    ds = TileDataset(root, rows, build_train_transform(tile_size, strength=float(aug), seed=seed), cache=True)
+    transform = build_train_transform(crop_size, strength=float(aug), seed=seed, soft=True)
+    ds = TileDataset(root, rows, transform, cache=True, model_gsd=model_gsd)
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -125,6 +135,32 @@ def make_loader(root: Path, rows: pd.DataFrame, tile_size: int, batch_size: int,
         num_workers=0,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def evenly_spaced(rows: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    """At most ``limit`` rows, spread evenly over the frame (None: all)."""
+    if not limit or len(rows) <= limit:
+        return rows
+    return rows.iloc[np.unique(np.linspace(0, len(rows) - 1, limit).round().astype(int))]
+
+
+def load_val_tiles(root: Path, rows: pd.DataFrame, limit: int | None = None) -> list:
+    """Validation tiles at their own resolution (at most ``limit``, evenly spaced over the rows)."""
+    from parking_ml.data.dataset import read_tile
+    from parking_ml.model.train import ValTile
+
+    rows = evenly_spaced(rows, limit)
+    out = []
+    has_gsd = "gsd" in rows.columns
+    for row in rows.itertuples(index=False):
+        rgb, truth = read_tile(root, str(row.tile_id))
+        gsd = float(row.gsd) if has_gsd and pd.notna(row.gsd) else None
+        out.append(ValTile(str(row.tile_id), rgb, truth, gsd))
+    return out
+
+
+def model_gsd(profile: TrainProfile, settings: Settings) -> float | None:
+    return settings.model_gsd or profile.model_gsd
 
 
 # --- parameters --------------------------------------------------------------------------------------
@@ -157,7 +193,14 @@ def default_params(profile: TrainProfile) -> dict:
     }
 
 
-def fit_config(params: dict, profile: TrainProfile, epochs: int, objective: str, progress: bool = True):
+def fit_config(
+    params: dict,
+    profile: TrainProfile,
+    epochs: int,
+    objective: str,
+    progress: bool = True,
+    steps_per_epoch: int | None = None,
+):
     from parking_ml.model.train import FitConfig
 
     return FitConfig(
@@ -168,7 +211,7 @@ def fit_config(params: dict, profile: TrainProfile, epochs: int, objective: str,
         class_weights=(1.0, float(params["free_weight"]), 1.0),
         patience=profile.patience,
         scheduler=profile.scheduler,
-        steps_per_epoch=profile.steps_per_epoch,
+        steps_per_epoch=steps_per_epoch or profile.steps_per_epoch,
         objective=objective,
         progress=progress,
     )
@@ -225,7 +268,7 @@ def cross_validate(
     import mlflow
 
     from parking_ml.model.metrics import scalar_metrics
-    from parking_ml.model.train import fit, resolve_device, seed_everything
+    from parking_ml.model.train import fit, make_validator, resolve_device, seed_everything
 
     device = resolve_device(settings.device)
     objective = settings.objective_metric
@@ -253,11 +296,13 @@ def cross_validate(
                 bs,
                 params["aug_strength"],
                 settings.seed + fold,
+                model_gsd(profile, settings),
             )
-            if profile.max_val_tiles and len(val_rows) > profile.max_val_tiles:
-                picks = np.linspace(0, len(val_rows) - 1, profile.max_val_tiles).round().astype(int)
-                val_rows = val_rows.iloc[np.unique(picks)]
-            val_loader = make_loader(data.root, val_rows, profile.tile_size, bs, None, settings.seed)
+            validate = make_validator(
+                load_val_tiles(data.root, val_rows, profile.max_val_tiles),
+                preprocess_config(profile, settings, train_rows, data.root),
+                device,
+            )
 
             def on_epoch(epoch: int, record: dict, _index: int = index) -> None:
                 mlflow.log_metrics(scalar_metrics(record), step=epoch)
@@ -267,8 +312,8 @@ def cross_validate(
             result = fit(
                 model,
                 train_loader,
-                val_loader,
-                fit_config(params, profile, profile.cv_epochs, objective, progress),
+                validate,
+                fit_config(params, profile, profile.cv_epochs, objective, progress, profile.cv_steps_per_epoch),
                 device,
                 on_epoch=on_epoch,
             )
@@ -326,7 +371,31 @@ def open_study(settings: Settings, name: str, profile: TrainProfile):
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             study.enqueue_trial(dict(t.params))
             logger.warning("re-queued interrupted trial", extra={"study": name, "trial": t.number})
+            if t.user_attrs.get("mlflow_run_id"):
+                close_orphan_runs(str(t.user_attrs["mlflow_run_id"]))
     return study
+
+
+def close_orphan_runs(run_id: str) -> None:
+    """Mark a dead process's trial run and its unfinished fold runs KILLED, so MLflow shows no run as
+    still going that nothing will ever finish."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow.get_tracking_uri())
+    try:
+        run = client.get_run(run_id)
+        children = client.search_runs(
+            [run.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'",
+        )
+        for child in children:
+            client.set_terminated(child.info.run_id, status="KILLED")
+        if run.info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED")
+            client.set_tag(run_id, "interrupted", "true")
+    except Exception:  # tracking is best effort here: the study itself is already repaired
+        logger.warning("could not close the interrupted trial's MLflow runs", extra={"run_id": run_id}, exc_info=True)
 
 
 def finished_trials(study: Any) -> int:
@@ -416,24 +485,30 @@ def best_params_of(study: Any, profile: TrainProfile) -> tuple[dict, dict]:
 # --- final fit, package, register ------------------------------------------------------------------
 
 
-def preprocess_config(profile: TrainProfile, settings: Settings, data: ProcessedData) -> Any:
-    """The serving contract: normalisation, tile size, and a speck filter scaled to the labelled spaces."""
+def preprocess_config(profile: TrainProfile, settings: Settings, rows: pd.DataFrame, root: Path) -> Any:
+    """The serving contract for a model trained on ``rows``: normalisation, tile size, the model's gsd
+    (imagery is resampled to it), and a speck filter scaled to the labelled spaces."""
     import cv2
 
     from parking_ml.data.augment import NORMALIZE_MEAN, NORMALIZE_STD
     from parking_ml.data.dataset import read_tile
     from parking_ml.inference import PreprocessConfig
 
-    areas: list[int] = []
-    for tile_id in training_rows(data.manifest)["tile_id"].head(50):
-        _, mask = read_tile(data.root, str(tile_id))
+    native = None
+    if "gsd" in rows.columns and rows["gsd"].notna().any():
+        native = float(rows["gsd"].median())
+    work = model_gsd(profile, settings)
+    gsd = work or native
+    areas: list[float] = []
+    for row in rows.head(50).itertuples(index=False):
+        _, mask = read_tile(root, str(row.tile_id))
         _, _, stats, _ = cv2.connectedComponentsWithStats((mask == 1).astype(np.uint8), connectivity=8)
-        areas.extend(int(a) for a in stats[1:, cv2.CC_STAT_AREA])
+        row_gsd = getattr(row, "gsd", None)
+        # areas at the model's gsd: the filter is applied at min_area_for(image gsd) = this x (gsd / image)^2
+        factor = (float(row_gsd) / gsd) ** 2 if gsd and row_gsd is not None and pd.notna(row_gsd) else 1.0
+        areas.extend(float(a) * factor for a in stats[1:, cv2.CC_STAT_AREA])
     # a fifth of the smallest usual space: removes specks, keeps partly visible spaces at tile edges
     min_area = max(4, int(0.2 * np.percentile(areas, 10))) if areas else 20
-    gsd = None
-    if "gsd" in data.manifest.columns and data.manifest["gsd"].notna().any():
-        gsd = float(data.manifest["gsd"].median())
     return PreprocessConfig(
         mean=tuple(NORMALIZE_MEAN),
         std=tuple(NORMALIZE_STD),
@@ -442,6 +517,8 @@ def preprocess_config(profile: TrainProfile, settings: Settings, data: Processed
         pad_multiple=32,
         min_area_px=min_area,
         gsd=gsd,
+        resample=work is not None,
+        default_image_gsd=native,
     )
 
 
@@ -473,10 +550,11 @@ def final_fit(
         loader = make_loader(
             data.root,
             train_rows,
-            profile.final_crop_size or profile.tile_size,
+            profile.final_crop_size or profile.crop_size or profile.tile_size,
             int(params["batch_size"]),
             params["aug_strength"],
             settings.seed,
+            model_gsd(profile, settings),
         )
         cfg = fit_config(params, profile, profile.final_epochs, settings.objective_metric, progress)
         t0 = time.perf_counter()
@@ -492,7 +570,8 @@ def final_fit(
         with tempfile.TemporaryDirectory(prefix="parking-final-") as tmp:
             tmp_dir = Path(tmp)
             pkg = tmp_dir / "package"
-            info = build_package(model.cpu(), preprocess_config(profile, settings, data), pkg, None, profile.tile_size)
+            serving = preprocess_config(profile, settings, train_rows, data.root)
+            info = build_package(model.cpu(), serving, pkg, None, profile.tile_size)
             holdout: dict = {}
             if hold_rows.empty:
                 logger.warning(
@@ -506,7 +585,8 @@ def final_fit(
                 mlflow.log_artifact(str(tmp_dir / "overlays.png"))
                 mlflow.log_artifact(str(tmp_dir / "confusion_matrix.png"))
                 mlflow.log_metrics(scalar_metrics(holdout, prefix="holdout_"))
-            train_items = evaluation.predict_tiles(pkg, data.root, train_rows, settings.threads, progress)
+            ref_rows = evenly_spaced(train_rows, REFERENCE_MAX_TILES)
+            train_items = evaluation.predict_tiles(pkg, data.root, ref_rows, settings.threads, progress)
             evaluation.reference_features(train_items).to_parquet(pkg / REFERENCE_FILE, index=False)
             evaluation.curves_png(
                 {"train_loss": [h["train_loss"] for h in result.history]}, tmp_dir / "learning_curves.png"
@@ -572,6 +652,8 @@ def tune_and_register(
                 "cv_epochs": profile.cv_epochs,
                 "final_epochs": profile.final_epochs,
                 "tile_size": profile.tile_size,
+                "crop_size": profile.crop_size,
+                "model_gsd": model_gsd(profile, settings),
                 "objective": settings.objective_metric,
                 "search_space": json.dumps(asdict(profile.space))[:6000],
             }

@@ -222,6 +222,79 @@ def test_a_trial_killed_mid_run_is_requeued_with_its_parameters(world):
     assert waiting.params == params or waiting.system_attrs["fixed_params"] == params
 
 
+def test_a_killed_training_process_resumes_from_the_stored_study(world, tmp_path):
+    """SIGKILL a real `parking-ml train` in the middle of a trial, then rerun it: the study continues."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    settings = world["settings"].model_copy(
+        update={"model_name": "it-killed", "optuna_storage": f"sqlite:///{tmp_path / 'optuna.db'}"}
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PARKING_", "MLFLOW_"))},
+        "PARKING_HOME": str(settings.home),
+        "PARKING_LAKE_URL": settings.lake_url,
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "PARKING_PROFILE": "smoke",
+        "PARKING_MODEL_NAME": settings.model_name,
+        "PARKING_OPTUNA_STORAGE": settings.optuna_storage,
+        "PARKING_THREADS": "1",
+        "PARKING_N_TRIALS": "3",
+    }
+    cli = Path(sys.executable).parent / "parking-ml"
+    proc = subprocess.Popen([str(cli), "train"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    name = study_name(settings, DATASET, get_profile("smoke"))
+    victim = None
+    deadline = time.monotonic() + 240
+    try:
+        while victim is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            try:
+                trials = optuna.load_study(study_name=name, storage=settings.optuna_storage).get_trials()
+            except KeyError:  # the study is not created yet
+                continue
+            # kill inside the second trial, once its MLflow run exists: one trial done, one half done
+            running = [t for t in trials if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
+            if running and running[0].number >= 1:
+                victim = running[0]
+                os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert victim is not None, f"no trial was caught running; train exited {proc.returncode}: {proc.stderr.read()}"
+    assert proc.returncode == -signal.SIGKILL
+    before = optuna.load_study(study_name=name, storage=settings.optuna_storage).get_trials()
+    ended = (TrialState.COMPLETE, TrialState.PRUNED)  # a re-run trial may be pruned: it still counts
+    done_before = [t.number for t in before if t.state in ended]
+
+    outcome = tune_and_register(settings, world["data"], n_trials=3, progress=False)
+
+    after = optuna.load_study(study_name=name, storage=settings.optuna_storage).get_trials()
+    states = {t.number: t.state for t in after}
+    assert states[victim.number] == TrialState.FAIL
+    finished = [t for t in after if t.state in ended]
+    assert len(finished) == 3 and outcome.trials_run == 3 - len(done_before)
+    # the interrupted trial ran again with the very parameters it had
+    rerun = [t for t in finished if t.number > victim.number and t.params == victim.params]
+    assert rerun, (victim.params, [t.params for t in finished])
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(settings.model_name)
+    runs = client.search_runs([exp.experiment_id], max_results=200)
+    studies = [r for r in runs if r.data.tags.get("run_kind") == "study"]
+    assert len(studies) == 1, "the resumed run reopens the study's parent run"
+    killed = client.get_run(victim.user_attrs["mlflow_run_id"])
+    assert killed.info.status == "KILLED" and killed.data.tags.get("interrupted") == "true"
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+    assert registry.get_alias_version(settings, "challenger").version == outcome.model_version
+
+
 # --- promotion ---------------------------------------------------------------------------------------
 
 

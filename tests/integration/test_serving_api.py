@@ -189,6 +189,34 @@ def _tiff_with_size(width: int, height: int) -> bytes:
     return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + bytes(100)
 
 
+def test_gsd_parameter_sets_the_scale_of_plain_images(make_settings, tmp_path):
+    """A model that works at 0.2 m/px: a PNG said to be 0.4 m/px is upsampled, one without a gsd is taken at
+    the package's default; either way the answer comes back on the image's own pixel grid."""
+    pkg = tmp_path / "model-02"
+    pkg.mkdir()
+    write_color_net(pkg / "model.onnx")
+    config = PreprocessConfig(min_area_px=20, gsd=0.2, resample=True, default_image_gsd=0.1)
+    (pkg / "preprocess.json").write_text(config.to_json())
+    img = lot_image(200, 240, seed=5)
+    seg = OnnxSegmenter.from_dir(pkg, threads=1)
+    with running(create_app(make_settings(model_dir=pkg))) as url:
+        wait_ready(url)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for gsd in (None, 0.4):
+                params = {"include_mask": "true", **({"gsd": gsd} if gsd else {})}
+                r = client.post("/v1/predict", params=params, files={"file": ("t.png", encode_png(img))})
+                assert r.status_code == 200, r.text
+                body = r.json()
+                expected = predict(seg, img, image_gsd=gsd)
+                mask = cv2.imdecode(np.frombuffer(base64.b64decode(body["mask"]), np.uint8), cv2.IMREAD_UNCHANGED)
+                assert mask.shape == (200, 240)
+                np.testing.assert_array_equal(mask, expected.mask)
+                assert body["free_spaces"] == expected.free_count
+            r = client.post("/v1/predict/mask", params={"gsd": 0.4}, files={"file": ("t.png", encode_png(img))})
+            assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+            assert_error(client.post("/v1/predict", params={"gsd": 0}, files={"file": ("t.png", encode_png(img))}), 422)
+
+
 def test_hostile_inputs_get_json_4xx_and_server_survives(api):
     url, _ = api
     img = lot_image(96, 96)

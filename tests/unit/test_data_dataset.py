@@ -22,7 +22,7 @@ from parking_ml.data.augment import (
     build_train_transform,
     normalize_image,
 )
-from parking_ml.data.dataset import TileDataset
+from parking_ml.data.dataset import TileDataset, hard_mask, resample_tile, soft_target
 
 VALID = {0, 1, 2, 255}
 
@@ -37,7 +37,7 @@ def _scene(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def _processed(root: Path, n: int = 3, size: int = 64) -> pd.DataFrame:
+def _processed(root: Path, n: int = 3, size: int = 64, gsd: float | None = None) -> pd.DataFrame:
     (root / "tiles").mkdir(parents=True)
     (root / "masks").mkdir()
     rows = []
@@ -46,7 +46,7 @@ def _processed(root: Path, n: int = 3, size: int = 64) -> pd.DataFrame:
         tid = f"img{i}_0_0"
         cv2.imwrite(str(root / "tiles" / f"{tid}.png"), image[:, :, ::-1])
         cv2.imwrite(str(root / "masks" / f"{tid}.png"), mask)
-        rows.append({"tile_id": tid, "site": f"s{i}", "fold": i % 2, "split": "train"})
+        rows.append({"tile_id": tid, "site": f"s{i}", "fold": i % 2, "split": "train", "gsd": gsd})
     return pd.DataFrame(rows)
 
 
@@ -117,8 +117,11 @@ def test_tile_dataset_items_and_loader(tmp_path):
     image, mask = _scene(64, 64, seed=2)
     np.testing.assert_allclose(item["image"].numpy(), normalize_image(image), rtol=1e-6)
     np.testing.assert_array_equal(item["mask"].numpy(), mask)
-    batch = next(iter(DataLoader(TileDataset(tmp_path, manifest, build_train_transform(48, seed=0)), batch_size=3)))
+    np.testing.assert_array_equal(item["target"].numpy(), soft_target(mask).transpose(2, 0, 1))
+    transform = build_train_transform(48, seed=0, soft=True)
+    batch = next(iter(DataLoader(TileDataset(tmp_path, manifest, transform), batch_size=3)))
     assert batch["image"].shape == (3, 3, 48, 48) and batch["mask"].shape == (3, 48, 48)
+    assert batch["target"].shape == (3, 3, 48, 48) and float(batch["target"].sum(1).max()) <= 1.0 + 1e-5
     assert batch["tile_id"] == ["img0_0_0", "img1_0_0", "img2_0_0"]
     cached = TileDataset(tmp_path, manifest, cache=True)
     assert torch.equal(cached[0]["mask"], cached[0]["mask"])
@@ -129,3 +132,32 @@ def test_tile_dataset_missing_file_names_it(tmp_path):
     (tmp_path / "masks" / "img0_0_0.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"img0_0_0\.png.*preprocess"):
         TileDataset(tmp_path, manifest)[0]
+
+
+def test_soft_targets_survive_resampling_and_augmentation():
+    image, mask = _scene(96, 80)
+    rgb, target = resample_tile(image, mask, 0.5)
+    assert rgb.shape == (48, 40, 3) and target.shape == (48, 40, 3)
+    weight = target.sum(-1)
+    # class shares of each coarse pixel: ignored rows carry no weight, labelled ones sum to 1
+    assert weight[:2].max() == 0 and np.allclose(weight[3:], 1.0)
+    # the 20 x 10 free stall (rows 10-29, cols 10-19) keeps its area: 200 px -> 50 coarse px
+    assert target[..., 1].sum() == pytest.approx(50.0, abs=1e-3)
+    np.testing.assert_array_equal(hard_mask(soft_target(mask)), mask)
+    t = build_train_transform(32, strength=1.0, seed=0, soft=True)
+    for _ in range(20):
+        out = t(image=rgb, mask=target)["mask"]
+        assert out.shape == (32, 32, 3) and out.dtype == np.float32
+        # bilinear resampling and zero padding: shares stay in [0, 1] and never exceed 1 per pixel
+        assert out.min() >= 0 and out.sum(-1).max() <= 1.0 + 1e-5
+
+
+def test_tile_dataset_resamples_to_the_model_gsd(tmp_path):
+    manifest = _processed(tmp_path, n=2, gsd=0.1)
+    ds = TileDataset(tmp_path, manifest, model_gsd=0.2)
+    item = ds[0]
+    assert item["image"].shape == (3, 32, 32) and item["target"].shape == (3, 32, 32)
+    assert item["mask"].shape == (32, 32)
+    # a tile without a gsd is left at its own resolution
+    manifest["gsd"] = None
+    assert TileDataset(tmp_path, manifest, model_gsd=0.2)[0]["image"].shape == (3, 64, 64)

@@ -220,3 +220,40 @@ def test_normalise_matches_the_training_formula():
     got = normalise(img, cfg)
     assert got.dtype == np.float32 and got.shape == (3, 37, 53) and got.flags.c_contiguous
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+class _Recording(OnnxSegmenter):
+    """The colour net, remembering the input shapes the network saw."""
+
+    def __init__(self, path, config):
+        super().__init__(path, config, threads=1)
+        self.shapes = []
+
+    def run_logits(self, batch):
+        self.shapes.append(batch.shape)
+        return super().run_logits(batch)
+
+
+def test_images_are_resampled_to_the_model_gsd_and_back(color_net):
+    img = lot_image(200, 240, seed=4)
+    cfg = PreprocessConfig(gsd=0.2, resample=True, default_image_gsd=0.1, min_area_px=20)
+    assert cfg.input_scale(0.1) == 0.5 and cfg.input_scale(None) == 0.5
+    assert cfg.input_scale(0.201) == 1.0  # within 2 %: not worth a resample
+    assert PreprocessConfig(gsd=0.2).input_scale(0.1) == 1.0  # older packages: never resampled
+    seg = _Recording(color_net, cfg)
+    pred = predict(seg, img, image_gsd=0.1)
+    # the network ran on the 0.2 m/px grid (100 x 120, padded to 128 x 128); the answer is on the image's grid
+    assert seg.shapes == [(1, 3, 128, 128)]
+    assert pred.mask.shape == (200, 240)
+    native = predict(OnnxSegmenter(color_net, PreprocessConfig(min_area_px=80), threads=1), img)
+    assert (pred.free_count, pred.occupied_count) == (native.free_count, native.occupied_count)
+    inner = (slice(2, -2), slice(2, -2))
+    assert (pred.mask[inner] == native.mask[inner]).mean() > 0.97
+    # no gsd given: the package's default (0.1 m/px here) is assumed, and the speck filter scales with it
+    seg.shapes.clear()
+    predict(seg, img)
+    assert seg.shapes == [(1, 3, 128, 128)] and cfg.min_area_for(None) == 80
+    # a coarser image than the model is upsampled
+    seg.shapes.clear()
+    assert predict(seg, img, image_gsd=0.4).mask.shape == (200, 240)
+    assert seg.shapes == [(1, 3, 416, 480)]

@@ -42,9 +42,34 @@ def test_sum_equals_parts_and_weights_matter():
     assert float(total.detach()) == pytest.approx(float(parts.detach()), rel=1e-5)
     total.backward()
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
-    plain = float(focal_loss(logits, target))
+    plain = float(focal_loss(logits, target).detach())
     weighted = float(build_loss("focal", class_weights=(1.0, 5.0, 1.0))(logits, target))
     assert weighted != pytest.approx(plain)
+
+
+def test_soft_targets_match_class_maps_and_score_shares():
+    from parking_ml.model.losses import as_soft
+
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, 6, 6)
+    target = torch.randint(0, 3, (2, 6, 6))
+    target[0, :2] = 255
+    soft = as_soft(target, 3)
+    assert float(soft[0, :, :2].sum()) == 0.0
+    for name in ("ce", "dice", "focal", "ce+dice"):
+        weights = (1.0, 2.0, 1.0)
+        assert float(build_loss(name, weights)(logits, soft)) == pytest.approx(
+            float(build_loss(name, weights)(logits, target)), rel=1e-5
+        ), name
+    # cross-entropy with hard labels is torch's own (weights, ignore_index and all)
+    expected = torch.nn.functional.cross_entropy(logits, target, torch.tensor([1.0, 2.0, 1.0]), ignore_index=255)
+    assert float(build_loss("ce", (1.0, 2.0, 1.0))(logits, target)) == pytest.approx(float(expected), rel=1e-5)
+    # a pixel half free, half background is best predicted as exactly that
+    half = torch.zeros(1, 3, 1, 1)
+    half[0, 0], half[0, 1] = 0.5, 0.5
+    even = torch.tensor([[[[0.0]], [[0.0]], [[-30.0]]]])
+    sure = torch.tensor([[[[0.0]], [[6.0]], [[-30.0]]]])
+    assert float(build_loss("ce")(even, half)) < float(build_loss("ce")(sure, half))
 
 
 def test_unknown_term_is_refused():
