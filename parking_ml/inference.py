@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -186,7 +187,7 @@ def _ramp(window: int, overlap: int) -> np.ndarray:
     return w
 
 
-class Segmenter:
+class Segmenter(ABC):
     """A segmentation network (N x 3 x H x W -> N x C x H x W logits) behind `run_logits`, plus everything
     around it: resampling to the model's gsd, padding, sliding windows, softmax.
 
@@ -197,8 +198,9 @@ class Segmenter:
     config: PreprocessConfig
     batch_size: int = 2
 
+    @abstractmethod
     def run_logits(self, batch: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """N x 3 x H x W normalised float32 -> N x C x H x W logits."""
 
     def warm_up(self) -> None:
         size = self.config.infer_window
