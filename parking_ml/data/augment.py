@@ -25,16 +25,12 @@ def normalize_image(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def build_train_transform(
-    tile_size: int, strength: float = 1.0, seed: int | None = None, soft: bool = False, fg_crop: float = 0.0
-) -> Any:
+def build_train_transform(tile_size: int, strength: float = 1.0, seed: int | None = None, soft: bool = False) -> Any:
     """Random crop to ``tile_size`` (padding with mask 255 when smaller) plus photometric and geometric noise.
 
     ``strength`` in [0, 1] scales every probability and magnitude; 0 leaves only the crop.
     ``soft``: the mask is an H x W x C float soft target (dataset.soft_target) instead of a class map; it is
     then resampled bilinearly and padded with zeros (no weight: ignored).
-    ``fg_crop``: share of crops made to hold some parking space (the rest are uniform); most of an aerial
-    tile is roofs, grass and roads, and uniform crops spend most steps there.
     """
     import albumentations as A
     import cv2
@@ -47,17 +43,6 @@ def build_train_transform(
         A.PadIfNeeded(min_height=tile_size, min_width=tile_size, position="top_left", **pad),
         A.RandomCrop(height=tile_size, width=tile_size),
     ]
-    if fg_crop > 0:
-        if not 0.0 < fg_crop <= 1.0:
-            raise ValueError(f"fg_crop must be in [0, 1], got {fg_crop}")
-        near_space = (
-            A.CropNonEmptyMaskIfExists(tile_size, tile_size, ignore_channels=[0])
-            if soft
-            else A.CropNonEmptyMaskIfExists(tile_size, tile_size, ignore_values=[0, IGNORE_INDEX])
-        )
-        near_space.p = fg_crop
-        uniform = A.RandomCrop(height=tile_size, width=tile_size, p=max(1e-6, 1.0 - fg_crop))
-        transforms[-1] = A.OneOf([near_space, uniform], p=1.0)
     if s > 0:
         transforms += [
             A.HorizontalFlip(p=0.5 * s),

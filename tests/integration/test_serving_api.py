@@ -202,6 +202,7 @@ def test_gsd_parameter_sets_the_scale_of_plain_images(make_settings, tmp_path):
     with running(create_app(make_settings(model_dir=pkg))) as url:
         wait_ready(url)
         with httpx.Client(base_url=url, timeout=60) as client:
+            masks = []
             for gsd in (None, 0.4):
                 params = {"include_mask": "true", **({"gsd": gsd} if gsd else {})}
                 r = client.post("/v1/predict", params=params, files={"file": ("t.png", encode_png(img))})
@@ -212,6 +213,9 @@ def test_gsd_parameter_sets_the_scale_of_plain_images(make_settings, tmp_path):
                 assert mask.shape == (200, 240)
                 np.testing.assert_array_equal(mask, expected.mask)
                 assert body["free_spaces"] == expected.free_count
+                masks.append(mask)
+            # the parameter took effect: the image ran at two scales
+            assert (masks[0] != masks[1]).sum() > 100
             r = client.post("/v1/predict/mask", params={"gsd": 0.4}, files={"file": ("t.png", encode_png(img))})
             assert r.status_code == 200 and r.headers["content-type"] == "image/png"
             assert_error(client.post("/v1/predict", params={"gsd": 0}, files={"file": ("t.png", encode_png(img))}), 422)
