@@ -144,6 +144,8 @@ class Prediction:
     mean_confidence: float
     free_fraction: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # H x W float16 probability of "free" (only when predict(keep_free_prob=True)): threshold-free metrics
+    free_prob: np.ndarray | None = None
 
 
 def normalise(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
@@ -414,8 +416,11 @@ def predict(
     rgb: np.ndarray,
     image_gsd: float | None = None,
     progress: ProgressFn | None = None,
+    keep_free_prob: bool = False,
 ) -> Prediction:
-    """Image in, counted spaces out, with per-stage timings in milliseconds."""
+    """Image in, counted spaces out, with per-stage timings in milliseconds.
+
+    ``keep_free_prob`` also keeps the free class's probability map (for evaluation, not for the API)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     probs = segmenter.predict_probs(rgb, progress=progress, timings=timings, image_gsd=image_gsd)
@@ -425,6 +430,8 @@ def predict(
     timings["postprocess_ms"] = (t2 - t1) * 1000
     timings["total_ms"] = (t2 - t0) * 1000
     pred.timings_ms = {k: round(v, 2) for k, v in timings.items()}
+    if keep_free_prob:
+        pred.free_prob = probs[1].astype(np.float16)
     return pred
 
 

@@ -29,11 +29,17 @@ def load_stalls(root: Path, tile_id: str) -> Any:
 
 
 def predict_tiles(
-    package_dir: Path, root: Path, manifest: pd.DataFrame, threads: int = 2, progress: bool = True
+    package_dir: Path,
+    root: Path,
+    manifest: pd.DataFrame,
+    threads: int = 2,
+    progress: bool = True,
+    keep_free_prob: bool = True,
 ) -> list[dict]:
     """Run the packaged model (serving code path) over the manifest's tiles.
 
-    Returns one dict per tile: tile_id, rgb, truth, prediction (inference.Prediction), stalls.
+    Returns one dict per tile: tile_id, rgb, truth, prediction (inference.Prediction, with its free-class
+    probability map when ``keep_free_prob``: score_predictions then adds free_ap), stalls.
     """
     from tqdm.auto import tqdm
 
@@ -46,7 +52,7 @@ def predict_tiles(
     for row in tqdm(manifest.itertuples(index=False), total=len(manifest), desc="predict", disable=not progress):
         rgb, truth = read_tile(root, str(row.tile_id))
         gsd = float(row.gsd) if gsd_col and pd.notna(row.gsd) else None
-        pred = predict(segmenter, rgb, image_gsd=gsd)
+        pred = predict(segmenter, rgb, image_gsd=gsd, keep_free_prob=keep_free_prob)
         out.append(
             {
                 "tile_id": str(row.tile_id),
@@ -62,10 +68,12 @@ def predict_tiles(
 def score_predictions(items: Sequence[dict]) -> dict:
     stalls = [it["stalls"] for it in items]
     has_stalls = any(s is not None for s in stalls)
+    free_probs = [it["prediction"].free_prob for it in items]
     return evaluate(
         [it["prediction"].mask for it in items],
         [it["truth"] for it in items],
         stalls=[s if s is not None else [] for s in stalls] if has_stalls else None,
+        free_probs=free_probs if all(p is not None for p in free_probs) else None,
     )
 
 

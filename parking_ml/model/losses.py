@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = 255
-LOSS_TERMS = ("ce", "dice", "focal")
+LOSS_TERMS = ("ce", "dice", "focal", "lovasz")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -77,6 +77,19 @@ def focal_loss(
     return per_pixel.sum() / valid.sum()
 
 
+def lovasz_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Lovasz-softmax (segmentation-models-pytorch): a surrogate of the mean IoU itself. It needs class maps,
+    so a soft target becomes its majority class, and pixels mostly ignored (weight < 0.5) are ignored."""
+    from segmentation_models_pytorch.losses import LovaszLoss
+
+    soft = as_soft(target, logits.shape[1])
+    hard = soft.argmax(dim=1)
+    hard[soft.sum(dim=1) < 0.5] = IGNORE_INDEX
+    if not bool((hard != IGNORE_INDEX).any()):
+        return logits.sum() * 0.0
+    return LovaszLoss("multiclass", ignore_index=IGNORE_INDEX)(logits.float(), hard)
+
+
 def build_loss(name: str = "ce+dice", class_weights: Sequence[float] | None = None) -> LossFn:
     """Loss from a '+'-joined name of terms (ce, dice, focal); class_weights apply to ce and focal."""
     terms = [t.strip().lower() for t in name.split("+") if t.strip()]
@@ -93,6 +106,8 @@ def build_loss(name: str = "ce+dice", class_weights: Sequence[float] | None = No
                 total = total + cross_entropy(logits, soft, weights)
             elif term == "dice":
                 total = total + dice_loss(logits, soft)
+            elif term == "lovasz":
+                total = total + lovasz_loss(logits, soft)
             else:
                 total = total + focal_loss(logits, soft, weights)
         return total

@@ -92,10 +92,33 @@ def _f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r else 0.0
 
 
+def free_average_precision(free_probs: Sequence[np.ndarray], true_masks: Sequence[np.ndarray]) -> float:
+    """Average precision of the free-class probability over all labelled pixels of all tiles.
+
+    Threshold-free: it ranks models that are still too unsure to put any pixel's argmax on "free" (a CV fold
+    model after a few dozen steps), where every argmax metric is 0. 0.0 when no pixel is truly free.
+    """
+    from sklearn.metrics import average_precision_score
+
+    ys, ps = [], []
+    for k, (prob, true) in enumerate(zip(free_probs, true_masks, strict=True)):
+        prob, true = np.asarray(prob), np.asarray(true)
+        if prob.shape != true.shape:
+            raise ValueError(f"tile {k}: free probabilities {prob.shape} and true mask {true.shape} differ")
+        valid = true != IGNORE_INDEX
+        ys.append(true[valid] == 1)
+        ps.append(prob[valid].astype(np.float32))
+    y = np.concatenate(ys) if ys else np.zeros(0, dtype=bool)
+    if not y.any():
+        return 0.0
+    return float(average_precision_score(y, np.concatenate(ps)))
+
+
 def evaluate(
     pred_masks: Sequence[np.ndarray],
     true_masks: Sequence[np.ndarray],
     stalls: Sequence[Any] | None = None,
+    free_probs: Sequence[np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Metrics of predicted class maps against true ones (same order, same shapes).
 
@@ -103,11 +126,14 @@ def evaluate(
     prediction), free_precision/free_recall/free_f1 (pixels), space_precision/space_recall/space_f1
     (class-1 components matched at IoU >= 0.5), free_count_mae (mean |predicted - true| free spaces per tile),
     stall_accuracy (share of known stalls whose majority predicted class matches their status; only when
-    stalls are given), n_tiles; plus "confusion" (3 x 3 list, rows truth).
+    stalls are given), free_ap (average precision of the free-class probability; only when free_probs, one
+    H x W array per tile, are given), n_tiles; plus "confusion" (3 x 3 list, rows truth).
     Classes absent from both truth and prediction get IoU 1.0 (nothing to get wrong).
     """
     if len(pred_masks) != len(true_masks):
         raise ValueError(f"{len(pred_masks)} predicted masks but {len(true_masks)} true masks")
+    if free_probs is not None and len(free_probs) != len(true_masks):
+        raise ValueError(f"free probabilities given for {len(free_probs)} tiles but there are {len(true_masks)} masks")
     if stalls is not None and len(stalls) != len(true_masks):
         raise ValueError(f"stalls given for {len(stalls)} tiles but there are {len(true_masks)} masks")
     conf = np.zeros((3, 3), dtype=np.int64)
@@ -156,6 +182,8 @@ def evaluate(
     out["free_count_mae"] = float(np.mean(count_errors)) if count_errors else 0.0
     if stalls is not None:
         out["stall_accuracy"] = _safe_div(stall_correct, stall_total) if stall_total else float("nan")
+    if free_probs is not None:
+        out["free_ap"] = free_average_precision(free_probs, true_masks)
     out["n_tiles"] = len(true_masks)
     out["confusion"] = conf.tolist()
     return out

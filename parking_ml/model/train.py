@@ -134,10 +134,10 @@ def make_validator(
         model.eval()
         try:
             seg = TorchSegmenter(model, config, device)
-            preds = [predict(seg, t.rgb, image_gsd=t.gsd).mask for t in tiles]
+            preds = [predict(seg, t.rgb, image_gsd=t.gsd, keep_free_prob=True) for t in tiles]
         finally:
             model.train(was_training)
-        return evaluate(preds, [t.truth for t in tiles])
+        return evaluate([p.mask for p in preds], [t.truth for t in tiles], free_probs=[p.free_prob for p in preds])
 
     return validate
 

@@ -152,7 +152,7 @@ def test_runs_nest_study_trials_folds_and_register_a_challenger(world, trained):
     assert len(folds) == 2 * len(trials)
     assert {f.data.tags["mlflow.parentRunId"] for f in folds} == trial_ids
     for t in trials:
-        assert {"cv_free_f1_mean", "cv_free_f1_std"} <= set(t.data.metrics)
+        assert {"cv_free_f1_mean", "cv_free_f1_std", "cv_free_ap_mean"} <= set(t.data.metrics)
     (final,) = by_kind["final_fit"]
     assert final.data.tags["mlflow.parentRunId"] == study.info.run_id
     artifacts = {a.path for a in client.list_artifacts(final.info.run_id)}
@@ -164,6 +164,9 @@ def test_runs_nest_study_trials_folds_and_register_a_challenger(world, trained):
     assert tags["dataset_version"] == DATASET
     assert tags["git_sha"]
     assert "cv_free_f1_mean" in tags and "holdout_free_f1" in tags and "holdout_free_count_mae" in tags
+    assert 0.0 <= float(tags["holdout_free_ap"]) <= 1.0
+    # smoke names no CV objective of its own: the folds are scored on the gate's primary metric
+    assert tags["cv_objective"] == settings.objective_metric == "free_f1"
     assert float(tags["holdout_free_f1"]) == pytest.approx(trained["holdout_metrics"]["free_f1"], abs=1e-5)
 
 
@@ -203,6 +206,25 @@ def test_a_resumed_study_runs_only_the_missing_trials(world, trained):
     loaded = optuna.load_study(study_name=name, storage=settings.optuna_storage)
     numbers = [t.number for t in loaded.trials if t.state.is_finished()]
     assert numbers == list(range(profile.n_trials + 1))
+
+
+def test_a_profile_cv_objective_is_what_the_study_maximises(world):
+    """The demo profile scores folds on free_ap: the trial's value must be that mean, not free F1's."""
+    import dataclasses
+
+    import optuna
+
+    settings, data = world["settings"], world["data"]
+    profile = dataclasses.replace(get_profile("smoke"), name="smoke-ap", cv_objective="free_ap", n_trials=1)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(settings.model_name)
+    with mlflow.start_run(run_name="cv-objective-check"):
+        run_study(settings, data, profile, n_trials=1, progress=False)
+    study = optuna.load_study(study_name=study_name(settings, data.version, profile), storage=settings.optuna_storage)
+    (trial,) = study.trials
+    assert 0.0 < trial.value <= 1.0
+    assert trial.value == pytest.approx(trial.user_attrs["free_ap_mean"])
+    assert trial.value != pytest.approx(trial.user_attrs["free_f1_mean"])
 
 
 def test_a_trial_killed_mid_run_is_requeued_with_its_parameters(world):

@@ -75,3 +75,26 @@ def test_guard_metrics_block_a_regression():
     assert not ok and "iou_occupied" in reason
     # the primary metric is configurable
     assert decide({"iou_free": 0.9}, {"iou_free": 0.7}, _settings(objective_metric="iou_free"))[0] is True
+
+
+def test_speck_filter_is_a_tenth_of_the_median_space_at_the_model_gsd(tmp_path):
+    import cv2
+    import numpy as np
+
+    from parking_ml.model.tune import preprocess_config
+
+    (tmp_path / "tiles").mkdir()
+    (tmp_path / "masks").mkdir()
+    mask = np.zeros((64, 64), np.uint8)
+    mask[2:12, 2:22] = 1  # 200 px
+    mask[20:30, 2:22] = 1  # 200 px
+    mask[40:44, 2:12] = 1  # 40 px: a space cut by the tile edge
+    cv2.imwrite(str(tmp_path / "tiles" / "t0.png"), np.zeros((64, 64, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "masks" / "t0.png"), mask)
+    rows = pd.DataFrame([{"tile_id": "t0", "gsd": 0.1}])
+    profile = get_profile("demo")  # works at 0.2 m/px: areas shrink 4x there, the median is 50 px
+    config = preprocess_config(profile, Settings(), rows, tmp_path)
+    assert config.gsd == 0.2 and config.resample
+    assert config.min_area_px == 5
+    # at the image's own 0.1 m/px the filter is 20 px: the 40-px partial space survives it
+    assert config.min_area_for(0.1) == 20

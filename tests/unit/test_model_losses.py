@@ -16,7 +16,7 @@ def _perfect(target: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
 def test_perfect_logits_give_near_zero_loss():
     target = torch.randint(0, 3, (2, 8, 8))
     logits = _perfect(target)
-    for name in ("ce", "dice", "focal", "ce+dice", "focal+dice"):
+    for name in ("ce", "dice", "focal", "ce+dice", "focal+dice", "lovasz", "ce+lovasz"):
         assert float(build_loss(name)(logits, target)) < 1e-3, name
 
 
@@ -27,10 +27,25 @@ def test_ignored_pixels_do_not_count():
     noisy_target[:, :4] = 255
     wrong = logits.clone()
     wrong[:, :, :4] = -logits[:, :, :4]  # wrong only where ignored
-    for name in ("ce", "dice", "focal"):
+    for name in ("ce", "dice", "focal", "lovasz"):
         assert float(build_loss(name)(wrong, noisy_target)) < 1e-3, name
     all_ignored = torch.full((1, 4, 4), 255)
-    assert float(build_loss("ce+dice+focal")(torch.randn(1, 3, 4, 4), all_ignored)) == 0.0
+    assert float(build_loss("ce+dice+focal+lovasz")(torch.randn(1, 3, 4, 4), all_ignored)) == 0.0
+
+
+def test_lovasz_grows_with_the_iou_lost_and_takes_soft_targets():
+    target = torch.zeros((1, 8, 8), dtype=torch.long)
+    target[:, 2:6, 2:6] = 1
+    good = _perfect(target)
+    half = good.clone()
+    half[:, :, 2:4, 2:6] = _perfect(torch.zeros((1, 2, 4), dtype=torch.long))  # half the free square missed
+    most = good.clone()
+    most[:, :, 2:6, 2:6] = _perfect(torch.zeros((1, 4, 4), dtype=torch.long))  # all of it missed
+    loss = build_loss("lovasz")
+    assert float(loss(good, target)) < float(loss(half, target)) < float(loss(most, target))
+    # a soft target counts as its majority class: the same loss as the one-hot map it rounds to
+    soft = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 0.8 + 0.2 / 3
+    assert float(loss(half, soft)) == pytest.approx(float(loss(half, target)))
 
 
 def test_sum_equals_parts_and_weights_matter():
@@ -74,4 +89,4 @@ def test_soft_targets_match_class_maps_and_score_shares():
 
 def test_unknown_term_is_refused():
     with pytest.raises(ValueError, match="unknown loss"):
-        build_loss("ce+lovasz")
+        build_loss("ce+hinge")

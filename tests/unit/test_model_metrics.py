@@ -112,3 +112,30 @@ def test_shape_mismatch_is_a_clear_error():
         evaluate([np.zeros((2, 2), np.uint8)], [np.zeros((3, 3), np.uint8)])
     with pytest.raises(ValueError, match="predicted masks"):
         evaluate([], [np.zeros((3, 3), np.uint8)])
+
+
+def test_free_ap_by_hand_and_only_when_probabilities_are_given():
+    true = np.array([[1, 0, 1, 0]], np.uint8)
+    pred = np.zeros_like(true)
+    assert "free_ap" not in evaluate([pred], [true])
+    # ranking 1, 0, 1, 0 by probability: precision at the two free pixels is 1/1 and 2/3 -> AP = (1 + 2/3) / 2
+    probs = np.array([[0.9, 0.8, 0.7, 0.1]], np.float32)
+    m = evaluate([pred], [true], free_probs=[probs])
+    assert m["free_ap"] == pytest.approx((1 + 2 / 3) / 2)
+    # it ranks where every argmax metric is 0: nothing predicted free, yet a perfect ranking scores 1
+    assert m["free_f1"] == 0.0
+    assert evaluate([pred], [true], free_probs=[np.array([[0.4, 0.1, 0.3, 0.2]])])["free_ap"] == pytest.approx(1.0)
+
+
+def test_free_ap_skips_ignored_pixels_and_pools_tiles():
+    true_a = np.array([[1, 255]], np.uint8)
+    true_b = np.array([[0, 1]], np.uint8)
+    probs_a = np.array([[0.5, 0.99]], np.float32)  # the ignored pixel's high score must not count as a miss
+    probs_b = np.array([[0.6, 0.2]], np.float32)
+    m = evaluate([np.zeros_like(true_a), np.zeros_like(true_b)], [true_a, true_b], free_probs=[probs_a, probs_b])
+    # pooled ranking of labelled pixels: 0.6 (bg), 0.5 (free), 0.2 (free) -> precisions 1/2 and 2/3
+    assert m["free_ap"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    with pytest.raises(ValueError, match="free probabilities"):
+        evaluate([np.zeros_like(true_a)], [true_a], free_probs=[probs_a, probs_b])
+    with pytest.raises(ValueError, match="tile 0"):
+        evaluate([np.zeros_like(true_a)], [true_a], free_probs=[np.zeros((2, 2))])

@@ -52,9 +52,9 @@ def test_validator_scores_what_the_exported_model_serves(tmp_path, resample):
 
     export_onnx(model, tmp_path / "model.onnx", tile_size=64)
     seg = OnnxSegmenter(tmp_path / "model.onnx", config, threads=1)
-    served = [predict(seg, t.rgb, image_gsd=t.gsd).mask for t in tiles]
-    expected = evaluate(served, [t.truth for t in tiles])
-    for key in ("iou_free", "iou_occupied", "free_f1", "space_f1", "free_count_mae"):
+    served = [predict(seg, t.rgb, image_gsd=t.gsd, keep_free_prob=True) for t in tiles]
+    expected = evaluate([p.mask for p in served], [t.truth for t in tiles], free_probs=[p.free_prob for p in served])
+    for key in ("iou_free", "iou_occupied", "free_f1", "space_f1", "free_count_mae", "free_ap"):
         assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
     assert metrics["iou_free"] > 0.8 and metrics["free_count_mae"] == 0
 
