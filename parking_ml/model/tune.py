@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from parking_ml.config import Settings
+from parking_ml.model.metrics import LOWER_IS_BETTER
 from parking_ml.model.profiles import SearchSpace, TrainProfile, get_profile
 
 logger = logging.getLogger(__name__)
@@ -161,7 +162,13 @@ def load_val_tiles(root: Path, rows: pd.DataFrame, limit: int | None = None) -> 
 
 def cv_objective(profile: TrainProfile, settings: Settings) -> str:
     """The metric CV folds (and so the study) maximise: the profile's choice, else the gate's primary metric."""
-    return profile.cv_objective or settings.objective_metric
+    name = profile.cv_objective or settings.objective_metric
+    allowed = [m for m in SUMMARY_METRICS if m not in LOWER_IS_BETTER]
+    if name not in allowed:
+        raise ValueError(
+            f"profile {profile.name!r}: cv_objective {name!r} is not a metric to maximise; use one of {allowed}"
+        )
+    return name
 
 
 def model_gsd(profile: TrainProfile, settings: Settings) -> float | None:

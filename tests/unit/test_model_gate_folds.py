@@ -98,3 +98,16 @@ def test_speck_filter_is_a_tenth_of_the_median_space_at_the_model_gsd(tmp_path):
     assert config.min_area_px == 5
     # at the image's own 0.1 m/px the filter is 20 px: the 40-px partial space survives it
     assert config.min_area_for(0.1) == 20
+
+
+def test_cv_objective_is_the_profile_choice_else_the_gate_metric_and_typos_are_refused():
+    import dataclasses
+
+    from parking_ml.model.tune import cv_objective
+
+    assert cv_objective(get_profile("demo"), Settings()) == "free_ap"
+    assert cv_objective(get_profile("smoke"), Settings(objective_metric="iou_free")) == "iou_free"
+    with pytest.raises(ValueError, match="cv_objective 'free_apx'"):
+        cv_objective(dataclasses.replace(get_profile("smoke"), cv_objective="free_apx"), Settings())
+    with pytest.raises(ValueError, match="not a metric to maximise"):
+        cv_objective(dataclasses.replace(get_profile("smoke"), cv_objective="free_count_mae"), Settings())
