@@ -148,6 +148,16 @@ class Prediction:
     free_prob: np.ndarray | None = None
 
 
+def rescale(image: np.ndarray, scale: float) -> np.ndarray:
+    """An H x W (x C) array scaled by ``scale``: area averaging down, bilinear up. Training tiles and served
+    images both go through this, so the network meets one resampling in both."""
+    import cv2
+
+    h, w = image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
 def normalise(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """uint8 HxWx3 -> float32 3xHxW, (rgb / 255 - mean) / std as in training."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -223,10 +233,7 @@ class Segmenter(ABC):
         if h == 0 or w == 0:
             raise ValueError("image has zero width or height")
         scale = self.config.input_scale(image_gsd)
-        work = rgb
-        if scale != 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            work = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        work = rescale(rgb, scale) if scale != 1.0 else rgb
         probs, t_inf = self._probs_on_grid(work, progress)
         if scale != 1.0:
             # bilinear on probabilities keeps each pixel's classes summing to 1 and the boundaries sub-pixel

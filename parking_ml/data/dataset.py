@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from parking_ml.data.augment import normalize_image
+from parking_ml.data.augment import IGNORE_INDEX, normalize_image
+from parking_ml.inference import rescale
 
-IGNORE_INDEX = 255
 CLASSES = 3
 
 
@@ -53,16 +53,11 @@ def hard_mask(target: np.ndarray) -> np.ndarray:
 
 
 def resample_tile(rgb: np.ndarray, mask: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """(image, soft target) of a tile scaled by ``scale`` (area averaging down, bilinear up)."""
-    import cv2
-
+    """(image, soft target) of a tile scaled by ``scale`` (area averaging down, bilinear up, as serving does)."""
     target = soft_target(mask)
     if abs(scale - 1.0) < 1e-6:
         return rgb, target
-    h, w = mask.shape
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return cv2.resize(rgb, size, interpolation=interp), cv2.resize(target, size, interpolation=interp)
+    return rescale(rgb, scale), rescale(target, scale)
 
 
 class TileDataset(Dataset):
