@@ -75,6 +75,9 @@ def train_peer(settings, outcome: dict) -> dict:
         decoder_channels=(128, 64, 32, 16, 8),
         final_epochs=math.ceil(steps / per_epoch),
         steps_per_epoch=per_epoch,
+        # the same wall time as ours, however the probe misjudged the pace of the real steps
+        final_fit_budget_s=fit_s,
+        gap_weight=1.0,
     )
     peer_settings = settings.model_copy(update={"model_name": "bench-peer"})
     data = load_processed(peer_settings)
@@ -155,7 +158,9 @@ def main() -> int:
                 "train",
                 train_s,
                 f"tuning {outcome['timings_s'].get('tuning', 0):.0f} s ({outcome['trials_run']} trials), "
-                f"final fit {outcome['timings_s'].get('final_fit', 0):.0f} s, v{outcome['model_version']}",
+                f"final fit {outcome['timings_s'].get('final_fit', 0):.0f} s "
+                f"({outcome['final_fit_steps']}/{outcome['final_fit_planned_steps']} steps), "
+                f"v{outcome['model_version']}",
             )
         )
 

@@ -2,6 +2,8 @@
 
 Targets are either class maps (N x H x W int, 255 = ignore) or soft targets (N x C x H x W float: each
 pixel's class shares, all zero where ignored; what TileDataset gives when it resamples to the model's gsd).
+A soft target's sum is the pixel's weight in ce and focal (more than 1 on emphasised separation pixels);
+dice sees the shares only.
 Class maps are turned into one-hot soft targets, so both go through one implementation, and a one-hot
 target gives exactly the usual weighted cross-entropy.
 
@@ -50,7 +52,10 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """1 - mean soft Dice over the classes present in the batch's target (ignored pixels excluded)."""
     soft = as_soft(target, logits.shape[1])
-    valid = soft.sum(dim=1, keepdim=True).clamp(max=1.0)
+    mass = soft.sum(dim=1, keepdim=True)
+    # pixel weights above 1 (separation pixels) are for ce/focal; dice compares class shares
+    soft = soft / mass.clamp(min=1.0)
+    valid = mass.clamp(max=1.0)
     probs = logits.float().softmax(dim=1) * valid
     dims = (0, 2, 3)
     inter = (probs * soft).sum(dims)

@@ -40,6 +40,9 @@ class FitConfig:
     steps_per_epoch: int | None = None  # None: one pass over the loader; else this many steps, cycling
     objective: str = "free_f1"  # metric of evaluate() maximised on the validation loader
     progress: bool = True
+    # wall-clock budget (s): from the second epoch on, the remaining ones are shortened (and the schedule
+    # re-planned) whenever the pace says the fit would overrun it; None: always the planned steps
+    time_budget_s: float | None = None
 
 
 @dataclass
@@ -49,6 +52,8 @@ class FitResult:
     best_epoch: int
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
+    steps_run: int = 0
+    planned_steps: int = 0  # what the profile asked for; more than steps_run when the time budget cut it
 
 
 def seed_everything(seed: int) -> None:
@@ -142,6 +147,39 @@ def make_validator(
     return validate
 
 
+def _scheduler(opt: torch.optim.Optimizer, cfg: FitConfig, total: int):
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.2)
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=cfg.lr * 0.01)
+    if cfg.scheduler == "none":
+        return None
+    raise ValueError(f"unknown scheduler {cfg.scheduler!r}; use onecycle, cosine or none")
+
+
+def budgeted_steps(elapsed_s: float, pace_s: float, budget_s: float, epochs_left: int, per_epoch: int) -> int:
+    """Steps per remaining epoch that end the fit within ``budget_s`` at ``pace_s`` seconds a step
+    (at most ``per_epoch``, at least 1)."""
+    if epochs_left <= 0 or pace_s <= 0:
+        return per_epoch
+    affordable = int(max(0.0, budget_s - elapsed_s) / pace_s)
+    return max(1, min(per_epoch, affordable // epochs_left))
+
+
+def _replan(opt: torch.optim.Optimizer, cfg: FitConfig, total: int, done: int):
+    """A schedule over ``total`` steps, advanced to step ``done`` (the same shape, only shorter)."""
+    import warnings
+
+    sched = _scheduler(opt, cfg, total)
+    if sched is not None:
+        with warnings.catch_warnings():
+            # fast-forwarding steps the schedule without optimizer steps, which torch warns about
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(done):
+                sched.step()
+    return sched
+
+
 def fit(
     model: nn.Module,
     train_loader: DataLoader,
@@ -166,18 +204,12 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = _steps(train_loader, cfg.steps_per_epoch)
     total = max(1, steps * cfg.epochs)
-    if cfg.scheduler == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.2)
-    elif cfg.scheduler == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=cfg.lr * 0.01)
-    elif cfg.scheduler == "none":
-        sched = None
-    else:
-        raise ValueError(f"unknown scheduler {cfg.scheduler!r}; use onecycle, cosine or none")
+    sched = _scheduler(opt, cfg, total)
 
-    best = FitResult(best_state={}, best_score=-math.inf, best_epoch=-1)
+    best = FitResult(best_state={}, best_score=-math.inf, best_epoch=-1, planned_steps=total)
     since_best = 0
     batches = _endless(train_loader)
+    fit_t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
         t0 = time.perf_counter()
@@ -198,11 +230,13 @@ def fit(
             seen += x.shape[0]
             bar.update(1)
             bar.set_postfix(loss=f"{running / max(seen, 1):.4f}")
+            best.steps_run += 1
         bar.close()
         record: dict = {
             "epoch": epoch,
             "train_loss": running / max(seen, 1),
             "epoch_s": time.perf_counter() - t0,
+            "lr": float(opt.param_groups[0]["lr"]),
         }
         if validate is not None:
             metrics = validate(model)
@@ -224,5 +258,26 @@ def fit(
         if cfg.patience is not None and validate is not None and since_best >= cfg.patience:
             best.stopped_early = True
             break
+        # from the second epoch on (the first also decodes and caches the tiles) each epoch's pace may shorten
+        # the rest, never lengthen it: a machine that slows down mid-fit still ends in time
+        check_from = 1 if cfg.epochs > 2 else 0
+        left = cfg.epochs - 1 - epoch
+        if cfg.time_budget_s is not None and epoch >= check_from and left > 0:
+            elapsed = time.perf_counter() - fit_t0
+            pace = record["epoch_s"] / steps
+            fitted = budgeted_steps(elapsed, pace, cfg.time_budget_s, left, steps)
+            if fitted < steps:
+                logger.warning(
+                    "time budget: shortening the remaining epochs",
+                    extra={
+                        "budget_s": cfg.time_budget_s,
+                        "elapsed_s": round(elapsed, 1),
+                        "s_per_step": round(pace, 4),
+                        "steps_per_epoch": fitted,
+                        "planned_steps_per_epoch": steps,
+                    },
+                )
+                steps = fitted
+                sched = _replan(opt, cfg, best.steps_run + steps * left, best.steps_run)
     model.load_state_dict(best.best_state)
     return best

@@ -57,6 +57,8 @@ class TrainOutcome:
     run_id: str
     model_uri: str
     timings_s: dict = field(default_factory=dict)
+    final_fit_steps: int = 0
+    final_fit_planned_steps: int = 0  # more than final_fit_steps when the profile's time budget cut the fit
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,6 +120,7 @@ def make_loader(
     aug: float,
     seed: int,
     model_gsd: float | None = None,
+    gap_weight: float = 1.0,
 ):
     """A shuffled training loader of random crops (at the model's gsd) with soft targets."""
     import torch
@@ -127,7 +130,7 @@ def make_loader(
     from parking_ml.data.dataset import TileDataset
 
     transform = build_train_transform(crop_size, strength=float(aug), seed=seed, soft=True)
-    ds = TileDataset(root, rows, transform, cache=True, model_gsd=model_gsd)
+    ds = TileDataset(root, rows, transform, cache=True, model_gsd=model_gsd, gap_weight=gap_weight)
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -212,6 +215,7 @@ def fit_config(
     objective: str,
     progress: bool = True,
     steps_per_epoch: int | None = None,
+    time_budget_s: float | None = None,
 ):
     from parking_ml.model.train import FitConfig
 
@@ -226,6 +230,7 @@ def fit_config(
         steps_per_epoch=steps_per_epoch or profile.steps_per_epoch,
         objective=objective,
         progress=progress,
+        time_budget_s=time_budget_s,
     )
 
 
@@ -309,6 +314,7 @@ def cross_validate(
                 params["aug_strength"],
                 settings.seed + fold,
                 model_gsd(profile, settings),
+                profile.gap_weight,
             )
             validate = make_validator(
                 load_val_tiles(data.root, val_rows, profile.max_val_tiles),
@@ -569,8 +575,16 @@ def final_fit(
             params["aug_strength"],
             settings.seed,
             model_gsd(profile, settings),
+            profile.gap_weight,
         )
-        cfg = fit_config(params, profile, profile.final_epochs, settings.objective_metric, progress)
+        cfg = fit_config(
+            params,
+            profile,
+            profile.final_epochs,
+            settings.objective_metric,
+            progress,
+            time_budget_s=profile.final_fit_budget_s,
+        )
         t0 = time.perf_counter()
         result = fit(
             model,
@@ -581,6 +595,7 @@ def final_fit(
             on_epoch=lambda e, r: mlflow.log_metrics({"train_loss": r["train_loss"]}, step=e),
         )
         fit_s = time.perf_counter() - t0
+        mlflow.log_metrics({"final_fit_steps": result.steps_run, "final_fit_planned_steps": result.planned_steps})
         with tempfile.TemporaryDirectory(prefix="parking-final-") as tmp:
             tmp_dir = Path(tmp)
             pkg = tmp_dir / "package"
@@ -644,6 +659,8 @@ def final_fit(
         run_id=version.run_id,
         model_uri=version.model_uri,
         timings_s={"final_fit": round(fit_s, 2)},
+        final_fit_steps=result.steps_run,
+        final_fit_planned_steps=result.planned_steps,
     )
 
 
@@ -671,6 +688,8 @@ def tune_and_register(
                 "tile_size": profile.tile_size,
                 "crop_size": profile.crop_size,
                 "model_gsd": model_gsd(profile, settings),
+                "gap_weight": profile.gap_weight,
+                "final_fit_budget_s": profile.final_fit_budget_s,
                 "objective": settings.objective_metric,
                 "cv_objective": cv_objective(profile, settings),
                 "search_space": json.dumps(asdict(profile.space))[:6000],

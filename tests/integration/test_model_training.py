@@ -144,6 +144,7 @@ def test_runs_nest_study_trials_folds_and_register_a_challenger(world, trained):
         by_kind.setdefault(r.data.tags.get("run_kind"), []).append(r)
     (study,) = by_kind["study"]
     assert study.data.tags["dataset_version"] == DATASET and study.data.params["profile"] == "smoke"
+    assert float(study.data.params["gap_weight"]) == get_profile("smoke").gap_weight == 4.0
     trials = by_kind["trial"]
     assert len(trials) == get_profile("smoke").n_trials == trained["trials_run"]
     trial_ids = {t.info.run_id for t in trials}
@@ -157,6 +158,11 @@ def test_runs_nest_study_trials_folds_and_register_a_challenger(world, trained):
     assert final.data.tags["mlflow.parentRunId"] == study.info.run_id
     artifacts = {a.path for a in client.list_artifacts(final.info.run_id)}
     assert {"eval.json", "learning_curves.png", "overlays.png", "confusion_matrix.png"} <= artifacts
+    # smoke has no time budget: the fit ran every planned step, and the run says how many
+    smoke = get_profile("smoke")
+    planned = smoke.final_epochs * smoke.steps_per_epoch
+    assert final.data.metrics["final_fit_steps"] == final.data.metrics["final_fit_planned_steps"] == planned
+    assert trained["final_fit_steps"] == trained["final_fit_planned_steps"] == planned
 
     version = registry.get_alias_version(settings, "challenger")
     assert version.version == trained["model_version"]

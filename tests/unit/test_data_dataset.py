@@ -161,3 +161,43 @@ def test_tile_dataset_resamples_to_the_model_gsd(tmp_path):
     # a tile without a gsd is left at its own resolution
     manifest["gsd"] = None
     assert TileDataset(tmp_path, manifest, model_gsd=0.2)[0]["image"].shape == (3, 64, 64)
+
+
+def test_gap_kernel_bridges_a_metre_at_any_gsd():
+    from parking_ml.data.dataset import gap_kernel_px
+
+    assert gap_kernel_px(0.2) == 5 and gap_kernel_px(0.1) == 11 and gap_kernel_px(None) == 11
+    assert gap_kernel_px(0.5) == 3  # never below 3 px
+
+
+def test_emphasise_gaps_weights_only_the_background_between_near_spaces():
+    from parking_ml.data.dataset import emphasise_gaps
+
+    mask = np.zeros((40, 60), np.uint8)
+    mask[5:25, 5:15] = 1  # two stalls side by side, 3 px apart (0.6 m at 0.2 m/px)
+    mask[5:25, 18:28] = 2
+    mask[5:25, 40:50] = 1  # across a 12-px aisle: not a neighbour
+    mask[30:, :] = 255
+    target = emphasise_gaps(soft_target(mask), kernel_px=5, weight=4.0)
+    weight = target.sum(-1)
+    gap = weight > 1.0
+    # the 3-px strip between the two stalls, and nothing else
+    assert gap[5:25, 15:18].all() and int(gap.sum()) == 20 * 3
+    assert np.allclose(weight[gap], 4.0) and np.all(target[gap][:, 0] == 4.0)
+    # labels are unchanged: the same majority class everywhere, ignored pixels still weigh nothing
+    np.testing.assert_array_equal(hard_mask(target), mask)
+    assert weight[30:].max() == 0.0
+    np.testing.assert_array_equal(emphasise_gaps(soft_target(mask), 5, 1.0), soft_target(mask))
+
+
+def test_tile_dataset_gap_weight(tmp_path):
+    manifest = _processed(tmp_path, n=1, gsd=0.2)
+    plain = TileDataset(tmp_path, manifest)[0]["target"]
+    weighted = TileDataset(tmp_path, manifest, gap_weight=3.0)[0]["target"]
+    # the scene's stalls (rows 10-29 and 40-59) are 10 px apart at 0.2 m/px, more than the 5-px kernel
+    assert torch.equal(plain, weighted)
+    near = _processed(tmp_path / "near", n=1, gsd=0.05)  # the same 10 px are 0.5 m here: neighbours
+    weighted = TileDataset(tmp_path / "near", near, gap_weight=3.0)[0]["target"].sum(0)
+    assert float(weighted.max()) == pytest.approx(3.0) and bool((weighted[30:40, 10:20] == 3.0).all())
+    with pytest.raises(ValueError, match="gap_weight"):
+        TileDataset(tmp_path, manifest, gap_weight=0.5)

@@ -90,3 +90,20 @@ def test_soft_targets_match_class_maps_and_score_shares():
 def test_unknown_term_is_refused():
     with pytest.raises(ValueError, match="unknown loss"):
         build_loss("ce+hinge")
+
+
+def test_pixel_weight_in_the_soft_target():
+    torch.manual_seed(2)
+    logits = torch.randn(1, 3, 4, 4)
+    target = torch.randint(0, 3, (1, 4, 4))
+    soft = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float()
+    heavy = soft.clone()
+    heavy[:, :, 0, 0] *= 5.0
+    # ce: the heavy pixel counts as five pixels
+    logp = torch.log_softmax(logits, 1)
+    per_pixel = -(soft * logp).sum(1)[0]
+    expected = (per_pixel.sum() + 4 * per_pixel[0, 0]) / (16 + 4)
+    assert float(build_loss("ce")(logits, heavy)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(focal_loss(logits, heavy)) != pytest.approx(float(focal_loss(logits, soft)))
+    # dice compares class shares: a pixel's weight does not change it
+    assert float(dice_loss(logits, heavy)) == pytest.approx(float(dice_loss(logits, soft)), rel=1e-6)

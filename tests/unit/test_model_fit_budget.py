@@ -1,0 +1,82 @@
+"""The final fit's wall-clock budget: remaining epochs are shortened and the schedule re-planned."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from parking_ml.model.train import FitConfig, budgeted_steps, fit
+
+
+def test_budgeted_steps_keeps_the_pace_of_the_steps_so_far():
+    # 20 s gone, 2 s a step: 100 s left over 4 epochs is 50 steps, 12 per epoch
+    assert budgeted_steps(20.0, 2.0, 120.0, 4, 30) == 12
+    # enough time: never more than the plan
+    assert budgeted_steps(1.0, 0.1, 1000.0, 4, 30) == 30
+    # already over budget: one step per epoch still runs, so every epoch logs
+    assert budgeted_steps(200.0, 2.0, 120.0, 4, 30) == 1
+    assert budgeted_steps(5.0, 0.0, 120.0, 4, 30) == 30
+
+
+class _Slow(nn.Module):
+    """A 1x1 conv whose forward pass sleeps: a step costs a known wall time."""
+
+    def __init__(self, step_s: float) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.step_s = step_s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            time.sleep(self.step_s)
+        return self.conv(x)
+
+
+def _loader() -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    items = [
+        {"image": torch.randn(3, 8, 8, generator=g), "mask": torch.randint(0, 3, (8, 8), generator=g)} for _ in range(4)
+    ]
+    return DataLoader(items, batch_size=2)
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
+def test_time_budget_shortens_the_fit_and_ends_the_schedule(scheduler):
+    cfg = FitConfig(epochs=4, lr=1e-2, scheduler=scheduler, steps_per_epoch=10, progress=False, time_budget_s=1.0)
+    model = _Slow(0.03)
+    result = fit(model, _loader(), None, cfg, torch.device("cpu"))
+    assert result.planned_steps == 40
+    # the first two epochs ran their 10 steps each (~0.6 s); ~0.4 s left at 0.03 s a step leave room for ~6
+    # steps in each of the 2 remaining epochs
+    assert 20 + 2 <= result.steps_run < 40
+    assert len(result.history) == 4
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
+    # the re-planned schedule reached its end: the learning rate has annealed far below its peak
+    lr_now = result.history[-1].get("lr")
+    assert lr_now is not None and lr_now < 0.1 * cfg.lr
+
+
+def test_no_budget_runs_every_planned_step():
+    cfg = FitConfig(epochs=3, lr=1e-2, scheduler="onecycle", steps_per_epoch=5, progress=False)
+    result = fit(_Slow(0.0), _loader(), None, cfg, torch.device("cpu"))
+    assert result.steps_run == result.planned_steps == 15
+
+
+def test_a_machine_that_slows_down_mid_fit_still_ends_in_time():
+    model = _Slow(0.02)
+
+    def slow_down(epoch: int, record: dict) -> None:
+        if epoch == 1:
+            model.step_s = 0.06  # from the third epoch on, each step takes three times as long
+
+    cfg = FitConfig(epochs=5, lr=1e-2, scheduler="onecycle", steps_per_epoch=10, progress=False, time_budget_s=1.2)
+    result = fit(model, _loader(), None, cfg, torch.device("cpu"), on_epoch=slow_down)
+    # two epochs at 0.02 s (0.4 s) fit the plan; the third at 0.06 s (0.6 s) leaves ~0.2 s for the last two,
+    # so they shrink to a step or two each instead of 20 more steps (1.2 s more at the new pace)
+    assert result.planned_steps == 50
+    assert result.steps_run < 40
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3, 4]
