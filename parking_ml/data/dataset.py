@@ -110,12 +110,11 @@ class TileDataset(Dataset):
     ) -> None:
         self.root = Path(root)
         self.tile_ids: list[str] = [str(t) for t in manifest["tile_id"].tolist()]
-        gsds = manifest["gsd"].tolist() if "gsd" in manifest.columns else [None] * len(self.tile_ids)
-        self.scales = [
-            float(g) / model_gsd if model_gsd and g is not None and pd.notna(g) and g > 0 else 1.0 for g in gsds
-        ]
+        raw = manifest["gsd"].tolist() if "gsd" in manifest.columns else [None] * len(self.tile_ids)
+        gsds = [float(g) if g is not None and pd.notna(g) and g > 0 else None for g in raw]
+        self.scales = [g / model_gsd if model_gsd and g else 1.0 for g in gsds]
         # after resampling a tile has the model's gsd, else its own
-        self.kernels = [gap_kernel_px(model_gsd or (float(g) if g is not None and pd.notna(g) else None)) for g in gsds]
+        self.kernels = [gap_kernel_px(model_gsd or g) for g in gsds]
         self.gap_weight = float(gap_weight)
         if self.gap_weight < 1.0:
             raise ValueError(f"gap_weight must be >= 1 (1: no emphasis), got {gap_weight}")

@@ -209,6 +209,9 @@ def fit(
     best = FitResult(best_state={}, best_score=-math.inf, best_epoch=-1, planned_steps=total)
     since_best = 0
     batches = _endless(train_loader)
+    # from the second epoch on (the first also decodes and caches the tiles) each epoch's pace may shorten
+    # the rest of the fit to its time budget, never lengthen it: a machine that slows down mid-fit still ends in time
+    check_from = 1 if cfg.epochs > 2 else 0
     fit_t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
@@ -258,24 +261,14 @@ def fit(
         if cfg.patience is not None and validate is not None and since_best >= cfg.patience:
             best.stopped_early = True
             break
-        # from the second epoch on (the first also decodes and caches the tiles) each epoch's pace may shorten
-        # the rest, never lengthen it: a machine that slows down mid-fit still ends in time
-        check_from = 1 if cfg.epochs > 2 else 0
         left = cfg.epochs - 1 - epoch
         if cfg.time_budget_s is not None and epoch >= check_from and left > 0:
             elapsed = time.perf_counter() - fit_t0
-            pace = record["epoch_s"] / steps
-            fitted = budgeted_steps(elapsed, pace, cfg.time_budget_s, left, steps)
+            fitted = budgeted_steps(elapsed, record["epoch_s"] / steps, cfg.time_budget_s, left, steps)
             if fitted < steps:
                 logger.warning(
                     "time budget: shortening the remaining epochs",
-                    extra={
-                        "budget_s": cfg.time_budget_s,
-                        "elapsed_s": round(elapsed, 1),
-                        "s_per_step": round(pace, 4),
-                        "steps_per_epoch": fitted,
-                        "planned_steps_per_epoch": steps,
-                    },
+                    extra={"budget_s": cfg.time_budget_s, "elapsed_s": round(elapsed, 1), "steps_per_epoch": fitted},
                 )
                 steps = fitted
                 sched = _replan(opt, cfg, best.steps_run + steps * left, best.steps_run)
