@@ -73,6 +73,7 @@ def train_peer(settings, outcome: dict) -> dict:
         crop_size=160,
         final_crop_size=160,
         decoder_channels=(128, 64, 32, 16, 8),
+        encoder_depth=5,
         final_epochs=math.ceil(steps / per_epoch),
         steps_per_epoch=per_epoch,
         # the same wall time as ours, however the probe misjudged the pace of the real steps

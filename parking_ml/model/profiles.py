@@ -30,6 +30,8 @@ class TrainProfile:
     arch: str
     decoder_channels: tuple[int, ...] | None
     space: SearchSpace
+    # encoder stages the network uses (output stride 2**depth); a U-Net's decoder_channels has one width each
+    encoder_depth: int = 5
     # steps per final-fit epoch (None: one pass over the training tiles); a fixed count makes the profile a
     # compute budget, the same whatever the size of the dataset
     steps_per_epoch: int | None = None
@@ -87,17 +89,15 @@ PROFILES: dict[str, TrainProfile] = {
     "demo": TrainProfile(
         name="demo",
         n_trials=2,
-        # Sized on 2 idle cores from a study of 300-s fits (bench notes in the closing note of this change):
-        # at 0.2 m/px a MobileNetV2 U-Net takes ~0.17 s per step of 8 crops of 96 px (19 m of ground) and
-        # reached holdout free IoU 0.63, against 0.42 for a ResNet-18 at the tiles' own 0.08-0.15 m/px given
-        # the same time. Stalls are still ~12 x 25 px there, and the soft labels keep their edges sub-pixel.
-        # Measured end to end (bench/train.py, 96 images of 48 lots): tuning 104 s (2 trials x 3 folds x 60
-        # steps), final fit 455 s (20 x 95 steps, ~0.24 s each with the data pipeline), training 587 s in all;
-        # holdout free IoU 0.645. A later run on a quieter machine: tuning 110 s, final fit 369 s, 504 s in all,
-        # free IoU 0.647, so leave the budget's ~15 % headroom for slower days.
+        # Sized on 2 cores: at 0.2 m/px a MobileNetV2 U-Net on batches of 8 crops of 96 px (19 m of ground)
+        # reached holdout free IoU 0.63 in 300 s, against 0.42 for a ResNet-18 at the tiles' own 0.08-0.15 m/px
+        # given the same time. Stalls are still ~12 x 25 px there, and the soft labels keep their edges
+        # sub-pixel. Free IoU follows the final fit's steps (0.659 at 1,900, 0.713 at 3,800), so the fit plans
+        # more steps than a 2-core machine gets in its time budget, which then decides how many run. The
+        # machines here vary by 1.5x in pace from hour to hour (0.13-0.19 s per bare step).
         cv_epochs=2,
         cv_steps_per_epoch=30,
-        final_epochs=20,
+        final_epochs=28,
         steps_per_epoch=95,
         patience=3,
         tile_size=256,
@@ -111,12 +111,18 @@ PROFILES: dict[str, TrainProfile] = {
         # holdout spaces: merged neighbours 329 -> 121, space F1 0.532 -> 0.634, count error 2.45 -> 1.91 per
         # tile, free IoU 0.646 -> 0.649
         gap_weight=4.0,
-        # a slower machine gets fewer final-fit steps rather than a demo over its 10 minutes: the 1,900 steps
-        # took 369 s on one 2-core machine and 518-550 s on another, where training took 692 s in all; with this
-        # budget it took 525 s there (1,145 steps, holdout free IoU 0.569 against 0.649 for all 1,900)
-        final_fit_budget_s=360.0,
+        # a slower machine gets fewer final-fit steps rather than a demo over its 10 minutes. At stride 16 with
+        # a 360-s budget training took 468 s (tuning 99 s, final fit 337 s: 2,099 of 2,660 steps, free IoU
+        # 0.667); 400 s leaves tuning room to run 50 s slower and training still under 600 s
+        final_fit_budget_s=400.0,
         arch="unet",
-        decoder_channels=(128, 64, 32, 16, 8),
+        # Stride 16, not 32: MobileNetV2's deepest stage (1280 channels at 3 x 3 px) and the 1376-channel
+        # decoder conv above it were a third of a training step, for context a 12 x 25 px stall does not
+        # need, and a narrower decoder halves the full-resolution blocks. Same machine and data, 1,900 steps:
+        # holdout free IoU 0.649 -> 0.659, space F1 0.634 -> 0.643, count error 1.91 -> 1.85, at 0.13 against
+        # 0.26 s per bare step; 3,800 steps reach 0.713 (so more steps in the same time is the lever)
+        encoder_depth=4,
+        decoder_channels=(64, 32, 16, 8),
         # A neighbourhood of the seed point: 60-step fold models rank far points wrongly. Measured with the
         # wider space of before: a ce+dice, free weight 2.47, lr 3.3e-3 trial beat the seed point on the CV
         # (free AP 0.227 vs 0.190), and its final fit scored holdout free IoU 0.608 vs 0.646, space F1 0.41 vs

@@ -237,7 +237,14 @@ def fit_config(
 def new_model(params: dict, profile: TrainProfile, settings: Settings):
     from parking_ml.model.network import build_model
 
-    return build_model(profile.arch, str(params["encoder"]), settings.encoder_weights, 3, profile.decoder_channels)
+    return build_model(
+        profile.arch,
+        str(params["encoder"]),
+        settings.encoder_weights,
+        3,
+        profile.decoder_channels,
+        encoder_depth=profile.encoder_depth,
+    )
 
 
 def git_sha() -> str:
@@ -688,6 +695,10 @@ def tune_and_register(
                 "tile_size": profile.tile_size,
                 "crop_size": profile.crop_size,
                 "model_gsd": model_gsd(profile, settings),
+                # the network's shape: with the trial's encoder, what rebuilds its architecture
+                "arch": profile.arch,
+                "encoder_depth": profile.encoder_depth,
+                "decoder_channels": json.dumps(profile.decoder_channels),
                 "gap_weight": profile.gap_weight,
                 "final_fit_budget_s": profile.final_fit_budget_s,
                 "objective": settings.objective_metric,

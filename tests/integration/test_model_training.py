@@ -145,6 +145,11 @@ def test_runs_nest_study_trials_folds_and_register_a_challenger(world, trained):
     (study,) = by_kind["study"]
     assert study.data.tags["dataset_version"] == DATASET and study.data.params["profile"] == "smoke"
     assert float(study.data.params["gap_weight"]) == get_profile("smoke").gap_weight == 4.0
+    # the network's shape is on the study run, so a trial's parameters rebuild its architecture
+    smoke = get_profile("smoke")
+    assert study.data.params["arch"] == smoke.arch
+    assert int(study.data.params["encoder_depth"]) == smoke.encoder_depth
+    assert json.loads(study.data.params["decoder_channels"]) == list(smoke.decoder_channels)
     trials = by_kind["trial"]
     assert len(trials) == get_profile("smoke").n_trials == trained["trials_run"]
     trial_ids = {t.info.run_id for t in trials}

@@ -26,8 +26,30 @@ def test_architectures_output_logits_of_input_size(arch):
 def test_unknown_arch_and_bad_decoder_are_refused():
     with pytest.raises(ValueError, match="unknown arch"):
         build_model("segformer")
-    with pytest.raises(ValueError, match="5 widths"):
+    with pytest.raises(ValueError, match=r"one width per encoder stage \(5\)"):
         build_model("unet", decoder_channels=(16, 8))
+    with pytest.raises(ValueError, match=r"one width per encoder stage \(4\)"):
+        build_model("unet", decoder_channels=(16, 16, 16, 8, 8), encoder_depth=4)
+    with pytest.raises(ValueError, match="encoder_depth must be 3, 4 or 5"):
+        build_model("unet", encoder_depth=6)
+
+
+def test_shallower_encoder_skips_its_deepest_stage_and_exports(tmp_path):
+    """encoder_depth 4: stride 16, no gradient reaches the unused stage, and the export keeps parity on
+    sizes that are multiples of 16 but not 32."""
+    torch.manual_seed(0)
+    model = build_model("unet", "mobilenet_v2", decoder_channels=(32, 16, 16, 8), encoder_depth=4)
+    out = model(torch.randn(2, 3, 48, 80))
+    assert out.shape == (2, 3, 48, 80)
+    out.square().mean().backward()
+    with_grad = {n for n, p in model.encoder.named_parameters() if p.grad is not None}
+    unused = {n for n, p in model.encoder.named_parameters() if p.grad is None}
+    # MobileNetV2's stage 5 (features 14-18: the 160/320-channel blocks and the 1280-channel conv) is not run
+    stage5 = tuple(f"features.{i}." for i in range(14, 19))
+    assert unused and all(n.startswith(stage5) for n in unused)
+    assert "features.13.conv.0.0.weight" in with_grad
+    diff = export_onnx(model.eval(), tmp_path / "m.onnx", tile_size=64, check_shapes=[(1, 3, 48, 80)])
+    assert 0 <= diff < 1e-3
 
 
 def test_onnx_export_parity_on_dynamic_shapes(tmp_path):
