@@ -83,6 +83,22 @@ def test_a_machine_that_slows_down_mid_fit_still_ends_in_time():
     assert [h["epoch"] for h in result.history] == [0, 1, 2, 3, 4]
 
 
+def test_a_machine_that_speeds_up_again_gets_its_steps_back_up_to_the_plan():
+    model = _Slow(0.02)
+
+    def pace(epoch: int, record: dict) -> None:
+        model.step_s = 0.06 if epoch == 0 else 0.02  # only the second epoch is slow
+
+    cfg = FitConfig(epochs=6, lr=1e-2, scheduler="onecycle", steps_per_epoch=10, progress=False, time_budget_s=2.0)
+    result = fit(model, _loader(), None, cfg, torch.device("cpu"), on_epoch=pace)
+    # after the slow epoch (0.8 s gone) 1.2 s at 0.06 s a step leave 5 steps for each of the 4 left; the next
+    # epoch runs at 0.02 s again, so the last 3 grow back to the planned 10 (without that: 40 steps in all)
+    assert result.planned_steps == 60
+    assert 45 <= result.steps_run <= 60
+    assert [h["epoch"] for h in result.history] == [0, 1, 2, 3, 4, 5]
+    assert result.history[-1]["lr"] < 0.1 * cfg.lr
+
+
 def test_fit_takes_the_same_adamw_steps_as_torchs_reference_loop():
     """fit() uses the fused AdamW kernel for speed; its weights after a few steps are those of the plain
     per-tensor AdamW loop on the same batches."""

@@ -43,6 +43,16 @@ def test_profiles_have_consistent_defaults():
         params = default_params(profile)
         assert params["encoder"] in profile.space.encoders or profile.seed_params, name
         assert profile.tile_size % 32 == 0
+        if profile.decoder_channels is not None and profile.arch == "unet":
+            assert len(profile.decoder_channels) == profile.encoder_depth, name
+        if profile.seed_params:
+            # the seed trial is a point of the space TPE searches, so the two tell one story
+            space, seed = profile.space, profile.seed_params
+            for key in ("lr", "weight_decay", "free_weight", "aug_strength"):
+                low, high = getattr(space, key)
+                assert low <= seed[key] <= high, (name, key)
+            assert seed["encoder"] in space.encoders and seed["loss"] in space.losses, name
+            assert seed["batch_size"] in space.batch_sizes, name
     with pytest.raises(ValueError, match="PARKING_PROFILE"):
         get_profile("huge")
 
