@@ -117,9 +117,9 @@ PROFILES: dict[str, TrainProfile] = {
         # 549 s (tuning 113 s, final fit 400 s: 2,272 steps, free IoU 0.685), 584 s from synth to promotion
         final_fit_budget_s=400.0,
         arch="unet",
-        # Stride 16, not 32: MobileNetV2's deepest stage (1280 channels at 3 x 3 px) and the 1376-channel
-        # decoder conv above it were a third of a training step, for context a 12 x 25 px stall does not
-        # need, and a narrower decoder halves the full-resolution blocks. Same data and seed parameters, 1,900
+        # Stride 16, not 32: MobileNetV2's deepest stage (1280 channels at 3 x 3 px) feeds a 1376-channel
+        # decoder conv whose backward pass alone took 30 ms of a 234-ms step, for context a 12 x 25 px stall
+        # does not need; a narrower decoder halves the full-resolution blocks. Same data and seed parameters, 1,900
         # steps (the stride-32 figures from the previous change's machine): holdout free IoU 0.649 -> 0.659, space
         # F1 0.634 -> 0.643, count error 1.91 -> 1.85, at 0.13 against 0.26 s per bare step measured side by
         # side; 3,800 steps reach 0.713 (so more steps in the same time is the lever)
