@@ -76,8 +76,6 @@ def train_peer(settings, outcome: dict) -> dict:
         encoder_depth=5,
         final_epochs=math.ceil(steps / per_epoch),
         steps_per_epoch=per_epoch,
-        # the same wall time as ours, however the probe misjudged the pace of the real steps
-        final_fit_budget_s=fit_s,
         gap_weight=1.0,
     )
     peer_settings = settings.model_copy(update={"model_name": "bench-peer"})
@@ -87,7 +85,8 @@ def train_peer(settings, outcome: dict) -> dict:
     mlflow.set_tracking_uri(peer_settings.mlflow_tracking_uri)
     mlflow.set_experiment("bench-peer")
     with mlflow.start_run(run_name="peer"):
-        result = final_fit(peer_settings, data, profile, params, {}, "bench-peer", progress=False)
+        # the same wall time as ours, however the probe misjudged the pace of the real steps
+        result = final_fit(peer_settings, data, profile, params, {}, "bench-peer", progress=False, time_budget_s=fit_s)
     return {
         "holdout": result.holdout_metrics,
         "fit_s": result.timings_s["final_fit"],

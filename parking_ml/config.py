@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     )
     model_dir: Path | None = Field(None, description="serve a local model directory instead of the registry")
     reload_interval_s: float = Field(30.0, gt=0.0)
+    tta: Literal["model", "none", "flip", "dihedral"] = Field(
+        "model",
+        description="test-time augmentation when serving: the model package's choice, or none (8x fewer network "
+        "passes than dihedral), flip or dihedral",
+    )
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
     max_pixels: int = Field(100_000_000, gt=0, description="refuse images above this before decoding")
     max_concurrency: int = Field(2, ge=1, description="inferences running at once; more get 503")
@@ -172,6 +177,11 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def serving_tta(self) -> str | None:
+        """The test-time augmentation to serve with: None keeps the model package's own."""
+        return None if self.tta == "model" else self.tta
 
     @property
     def is_local_lake(self) -> bool:

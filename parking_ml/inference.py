@@ -12,13 +12,22 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 STATUS_BY_CLASS = {1: "free", 2: "occupied"}
+
+# test-time augmentation: the views (quarter turns, mirrored?) whose logits are averaged. A nadir image has
+# no up or left, so each of the 8 symmetries of the square shows the network the same lot; averaging them
+# cancels errors the network makes in one orientation only
+TTA_VIEWS: dict[str, tuple[tuple[int, bool], ...]] = {
+    "none": ((0, False),),
+    "flip": ((0, False), (0, True)),
+    "dihedral": tuple((k, m) for k in range(4) for m in (False, True)),
+}
 
 ProgressFn = Callable[[int, int], None]
 
@@ -45,6 +54,8 @@ class PreprocessConfig:
     resample: bool = False
     # assumed for images that carry no gsd (a plain PNG without a gsd parameter): the training imagery's median
     default_image_gsd: float | None = None
+    # test-time augmentation, one of TTA_VIEWS: "dihedral" runs the network 8 times per window
+    tta: str = "none"
     version: int = 2
 
     def __post_init__(self) -> None:
@@ -60,6 +71,8 @@ class PreprocessConfig:
             )
         if not 0 <= self.overlap < self.tile_size:
             raise ValueError("preprocess config: overlap must be in [0, tile_size)")
+        if self.tta not in TTA_VIEWS:
+            raise ValueError(f"preprocess config: tta {self.tta!r} is not one of {', '.join(TTA_VIEWS)}")
         if self.window % self.pad_multiple:
             raise ValueError(
                 f"preprocess config: window {self.window} must be a multiple of pad_multiple {self.pad_multiple}"
@@ -199,6 +212,28 @@ def _ramp(window: int, overlap: int) -> np.ndarray:
     return w
 
 
+def tta_logits(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, mode: str) -> np.ndarray:
+    """The mean of ``run``'s logits over the views of ``mode`` (see TTA_VIEWS), each turned back to the
+    batch's orientation. N x 3 x H x W in, N x C x H x W out; a quarter turn swaps H and W, which a fully
+    convolutional network takes as it comes (both are padded to its stride)."""
+    views = TTA_VIEWS[mode]
+    if len(views) == 1:
+        return run(batch)
+    acc: np.ndarray | None = None
+    for turns, mirror in views:
+        x = np.rot90(batch, turns, axes=(2, 3))
+        if mirror:
+            x = x[..., ::-1]
+        out = run(np.ascontiguousarray(x))
+        if mirror:
+            out = out[..., ::-1]
+        out = np.rot90(out, -turns, axes=(2, 3))
+        acc = out.astype(np.float32) if acc is None else acc + out
+    assert acc is not None
+    acc /= len(views)
+    return acc
+
+
 class Segmenter(ABC):
     """A segmentation network (N x 3 x H x W -> N x C x H x W logits) behind `run_logits`, plus everything
     around it: resampling to the model's gsd, padding, sliding windows, softmax.
@@ -213,6 +248,10 @@ class Segmenter(ABC):
     @abstractmethod
     def run_logits(self, batch: np.ndarray) -> np.ndarray:
         """N x 3 x H x W normalised float32 -> N x C x H x W logits."""
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """run_logits under the config's test-time augmentation."""
+        return tta_logits(self.run_logits, batch, self.config.tta)
 
     def warm_up(self) -> None:
         size = self.config.infer_window
@@ -256,7 +295,7 @@ class Segmenter(ABC):
         if (ph, pw) != (h, w):
             x = np.pad(x, ((0, 0), (0, ph - h), (0, pw - w)), mode="reflect")
         t1 = time.perf_counter()
-        logits = self.run_logits(x[None])
+        logits = self.logits(x[None])
         t_inf = time.perf_counter() - t1
         probs = softmax(logits, axis=1)[0, :, :h, :w]
         if progress:
@@ -285,7 +324,7 @@ class Segmenter(ABC):
             # windows are normalised one batch at a time: no float copy of the whole raster
             batch = np.stack([normalise(rgb[y : y + tile, x0 : x0 + tile], cfg) for y, x0 in chunk])
             t1 = time.perf_counter()
-            logits = self.run_logits(batch)
+            logits = self.logits(batch)
             t_inf += time.perf_counter() - t1
             probs = softmax(logits, axis=1)
             if acc is None:
@@ -320,8 +359,9 @@ class OnnxSegmenter(Segmenter):
         self.output_name = self.session.get_outputs()[0].name
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, threads: int = 2) -> OnnxSegmenter:
-        """Load a model package directory holding model.onnx and preprocess.json."""
+    def from_dir(cls, model_dir: str | Path, threads: int = 2, tta: str | None = None) -> OnnxSegmenter:
+        """Load a model package directory holding model.onnx and preprocess.json; ``tta`` overrides the
+        package's test-time augmentation (None: the package's own)."""
         model_dir = Path(model_dir)
         onnx_path, pre_path = model_dir / "model.onnx", model_dir / "preprocess.json"
         missing = [p.name for p in (onnx_path, pre_path) if not p.is_file()]
@@ -330,7 +370,10 @@ class OnnxSegmenter(Segmenter):
                 f"model directory {model_dir} lacks {', '.join(missing)}; point it at an exported "
                 "model package (model.onnx + preprocess.json)"
             )
-        return cls(onnx_path, PreprocessConfig.from_file(pre_path), threads=threads)
+        config = PreprocessConfig.from_file(pre_path)
+        if tta is not None:
+            config = replace(config, tta=tta)
+        return cls(onnx_path, config, threads=threads)
 
     def run_logits(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]

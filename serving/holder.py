@@ -96,7 +96,7 @@ class ModelHolder:
 
     # --- loading -----------------------------------------------------------------------------------
     def load_dir(self, model_dir: Path) -> LoadedModel:
-        seg = OnnxSegmenter.from_dir(model_dir, threads=self.settings.threads)
+        seg = OnnxSegmenter.from_dir(model_dir, threads=self.settings.threads, tta=self.settings.serving_tta)
         seg.warm_up()
         return LoadedModel(
             segmenter=seg,
@@ -132,7 +132,7 @@ class ModelHolder:
         dst = s.cache_dir / "serving" / f"{s.model_name}-v{mv.version}-{uuid.uuid4().hex[:8]}"
         try:
             download_package(f"models:/{s.model_name}/{mv.version}", dst, tracking_uri=s.mlflow_tracking_uri)
-            seg = OnnxSegmenter.from_dir(dst, threads=s.threads)
+            seg = OnnxSegmenter.from_dir(dst, threads=s.threads, tta=s.serving_tta)
             seg.warm_up()
         except BaseException:
             shutil.rmtree(dst, ignore_errors=True)

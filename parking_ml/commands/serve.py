@@ -106,7 +106,7 @@ def predict(
                 console.print(f"[red]error[/red]: could not fetch {uri}: {exc}\n(use --model-dir DIR offline)")
                 raise typer.Exit(2) from None
         try:
-            segmenter = OnnxSegmenter.from_dir(source, threads=n_threads)
+            segmenter = OnnxSegmenter.from_dir(source, threads=n_threads, tta=settings.serving_tta)
         except FileNotFoundError as exc:
             console.print(f"[red]error[/red]: {exc}")
             raise typer.Exit(2) from None

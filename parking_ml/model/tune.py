@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,14 @@ import pandas as pd
 
 from parking_ml.config import Settings
 from parking_ml.model.metrics import LOWER_IS_BETTER
-from parking_ml.model.profiles import SearchSpace, TrainProfile, get_profile
+from parking_ml.model.profiles import SearchSpace, TrainProfile, final_fit_budget, get_profile
 
 logger = logging.getLogger(__name__)
 
 # the drift reference: features of at most this many training tiles (evenly spaced over sites and passes);
-# a few hundred rows pin each feature's distribution, and predicting every tile would cost the demo a minute
-REFERENCE_MAX_TILES = 400
+# a few hundred rows pin each feature's distribution, and each tile is predicted as the API predicts it (with
+# the package's test-time augmentation: 8 network passes under "dihedral")
+REFERENCE_MAX_TILES = 200
 
 # the metrics summarised per trial (mean/std over folds) and copied to the version's tags
 SUMMARY_METRICS = ("free_f1", "free_ap", "iou_free", "iou_occupied", "miou", "space_f1", "free_count_mae")
@@ -323,9 +324,12 @@ def cross_validate(
                 model_gsd(profile, settings),
                 profile.gap_weight,
             )
+            # without test-time augmentation: the folds rank trials, and 8 passes per tile would cost the
+            # demo's tuning a third of its time
+            serving = preprocess_config(profile, settings, train_rows, data.root)
             validate = make_validator(
                 load_val_tiles(data.root, val_rows, profile.max_val_tiles),
-                preprocess_config(profile, settings, train_rows, data.root),
+                replace(serving, tta="none"),
                 device,
             )
 
@@ -546,6 +550,7 @@ def preprocess_config(profile: TrainProfile, settings: Settings, rows: pd.DataFr
         gsd=gsd,
         resample=work is not None,
         default_image_gsd=native,
+        tta=profile.tta,
     )
 
 
@@ -557,8 +562,11 @@ def final_fit(
     cv: dict,
     name: str,
     progress: bool = True,
+    time_budget_s: float | None = None,
 ) -> TrainOutcome:
-    """Fit on all training folds, package + evaluate on the holdout through the serving code, register."""
+    """Fit on all training folds, package + evaluate on the holdout through the serving code, register.
+
+    ``time_budget_s``: wall seconds the fit may take (None: the profile's planned steps, however long)."""
     import mlflow
 
     from parking_ml.model import evaluation
@@ -571,7 +579,14 @@ def final_fit(
     train_rows = training_rows(data.manifest)
     hold_rows = holdout_rows(data.manifest)
     with mlflow.start_run(run_name="final-fit", nested=True, tags={"run_kind": "final_fit", "optuna_study": name}):
-        mlflow.log_params({**params, "epochs": profile.final_epochs, "train_tiles": len(train_rows)})
+        mlflow.log_params(
+            {
+                **params,
+                "epochs": profile.final_epochs,
+                "train_tiles": len(train_rows),
+                "time_budget_s": None if time_budget_s is None else round(time_budget_s, 1),
+            }
+        )
         seed_everything(settings.seed)
         model = new_model(params, profile, settings)
         loader = make_loader(
@@ -590,7 +605,7 @@ def final_fit(
             profile.final_epochs,
             settings.objective_metric,
             progress,
-            time_budget_s=profile.final_fit_budget_s,
+            time_budget_s=time_budget_s,
         )
         t0 = time.perf_counter()
         result = fit(
@@ -700,7 +715,7 @@ def tune_and_register(
                 "encoder_depth": profile.encoder_depth,
                 "decoder_channels": json.dumps(profile.decoder_channels),
                 "gap_weight": profile.gap_weight,
-                "final_fit_budget_s": profile.final_fit_budget_s,
+                "train_budget_s": profile.train_budget_s,
                 "objective": settings.objective_metric,
                 "cv_objective": cv_objective(profile, settings),
                 "search_space": json.dumps(asdict(profile.space))[:6000],
@@ -710,7 +725,17 @@ def tune_and_register(
         study, ran = run_study(settings, data, profile, n_trials, progress)
         tune_s = time.perf_counter() - t0
         params, cv = best_params_of(study, profile)
-        outcome = final_fit(settings, data, profile, params, cv, name, progress)
+        budget = final_fit_budget(profile, tune_s)
+        if budget is not None:
+            logger.info(
+                "final fit budget",
+                extra={
+                    "train_budget_s": profile.train_budget_s,
+                    "tuning_s": round(tune_s, 1),
+                    "fit_s": round(budget, 1),
+                },
+            )
+        outcome = final_fit(settings, data, profile, params, cv, name, progress, time_budget_s=budget)
     outcome.trials_run = ran
     outcome.timings_s["tuning"] = round(tune_s, 2)
     logger.info("registered challenger", extra={"version": outcome.model_version, "study": name})

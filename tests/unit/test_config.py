@@ -16,6 +16,7 @@ def test_defaults_give_embedded_local_mode(monkeypatch, tmp_path):
     assert s.profile == "demo"
     assert s.api_keys == []
     assert s.storage_options() == {}
+    assert s.serving_tta is None  # the model package's own test-time augmentation
 
 
 def test_env_overrides(monkeypatch, tmp_path):
@@ -26,12 +27,14 @@ def test_env_overrides(monkeypatch, tmp_path):
     monkeypatch.setenv("PARKING_PROFILE", "smoke")
     monkeypatch.setenv("PARKING_API_KEYS", " k1 , k2,,")
     monkeypatch.setenv("PARKING_MLFLOW_PORT", "5123")
+    monkeypatch.setenv("PARKING_TTA", "none")
     s = load_settings()
     assert s.home == tmp_path / "h"
     assert s.lake_url == "s3://bucket/prefix"
     assert s.mlflow_tracking_uri == "http://mlflow:5000"
     assert s.profile == "smoke"
     assert s.api_keys == ["k1", "k2"]
+    assert s.serving_tta == "none"
     assert s.storage_options() == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
 
 
@@ -47,6 +50,7 @@ def test_tracking_uri_follows_port_when_unset(monkeypatch, tmp_path):
         ("PARKING_THREADS", "zero", "PARKING_THREADS"),
         ("PARKING_LAKE_URL", "ftp://x/y", "PARKING_LAKE_URL"),
         ("PARKING_MLFLOW_PORT", "70000", "PARKING_MLFLOW_PORT"),
+        ("PARKING_TTA", "rot8", "PARKING_TTA"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch, var, value, needle):

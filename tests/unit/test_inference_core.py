@@ -12,12 +12,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from parking_ml.features import FEATURE_COLUMNS, features_frame, tile_features
 from parking_ml.inference import (
+    TTA_VIEWS,
     OnnxSegmenter,
     PreprocessConfig,
     georeferenced_geojson,
     postprocess,
     predict,
     spaces_to_geojson,
+    tta_logits,
 )
 
 
@@ -71,6 +73,34 @@ def test_config_round_trip_and_unknown_keys():
         PreprocessConfig(tile_size=100)
     assert cfg.min_area_for(0.05) == cfg.min_area_px * 4
     assert cfg.min_area_for(None) == cfg.min_area_px
+
+
+def test_tta_is_in_the_config_and_a_typo_is_refused_by_name():
+    assert PreprocessConfig().tta == "none"  # packages written before the field serve as they did
+    cfg = PreprocessConfig(tta="dihedral")
+    assert PreprocessConfig.from_json(cfg.to_json()).tta == "dihedral"
+    with pytest.raises(ValueError, match="tta 'rot8' is not one of none, flip, dihedral"):
+        PreprocessConfig(tta="rot8")
+
+
+def test_tta_turns_every_view_back_before_averaging():
+    rng = np.random.default_rng(0)
+    batch = rng.normal(size=(2, 3, 32, 64)).astype(np.float32)  # not square: a quarter turn swaps H and W
+
+    def pointwise(b: np.ndarray) -> np.ndarray:
+        return np.stack([b[:, 0] - b[:, 1], 2 * b[:, 1], b[:, 2] + 1], axis=1)
+
+    # a per-pixel network gives the same logits in every view: only a view turned back wrongly would differ
+    for mode in TTA_VIEWS:
+        np.testing.assert_allclose(tta_logits(pointwise, batch, mode), pointwise(batch), atol=1e-6)
+
+    def sees_columns(b: np.ndarray) -> np.ndarray:
+        return b + np.linspace(0.0, 1.0, b.shape[3], dtype=np.float32)
+
+    # a network biased from left to right: mirrored and turned views cancel the bias to its middle
+    np.testing.assert_allclose(tta_logits(sees_columns, batch, "none"), sees_columns(batch))
+    np.testing.assert_allclose(tta_logits(sees_columns, batch, "flip"), batch + 0.5, atol=1e-6)
+    np.testing.assert_allclose(tta_logits(sees_columns, batch, "dihedral"), batch + 0.5, atol=1e-6)
 
 
 def _probs_from_mask(mask: np.ndarray, conf: float = 0.9) -> np.ndarray:
@@ -141,6 +171,28 @@ def test_single_tile_prediction_finds_stalls(color_net):
     assert pred.occupied_count == expected_occ
     assert pred.free_count == expected_total - expected_occ
     assert {"preprocess_ms", "inference_ms", "postprocess_ms", "total_ms"} <= set(pred.timings_ms)
+
+
+def test_dihedral_tta_runs_eight_passes_per_window_and_still_finds_the_stalls(color_net, tmp_path):
+    cfg = PreprocessConfig(tile_size=128, window=128, overlap=32, min_area_px=20, tta="dihedral")
+    calls: list[tuple[int, ...]] = []
+
+    class Counting(OnnxSegmenter):
+        def run_logits(self, batch: np.ndarray) -> np.ndarray:
+            calls.append(batch.shape)
+            return super().run_logits(batch)
+
+    img = lot_image(200, 230)
+    pred = predict(Counting(color_net, cfg, threads=1, batch_size=4), img)
+    plain = predict(OnnxSegmenter(color_net, PreprocessConfig(min_area_px=20), threads=1), img)
+    windows = 2 * 3  # 128-px windows 96 px apart: rows from 0 and 72, columns from 0, 96 and 102
+    assert len(calls) == 8 * math.ceil(windows / 4)
+    assert (pred.free_count, pred.occupied_count) == (plain.free_count, plain.occupied_count)
+    # the API can serve a package without its test-time augmentation (PARKING_TTA=none)
+    (tmp_path / "model.onnx").write_bytes(color_net.read_bytes())
+    (tmp_path / "preprocess.json").write_text(cfg.to_json())
+    assert OnnxSegmenter.from_dir(tmp_path).config.tta == "dihedral"
+    assert OnnxSegmenter.from_dir(tmp_path, tta="none").config.tta == "none"
 
 
 def test_sliding_windows_match_single_pass_in_interior(color_net):

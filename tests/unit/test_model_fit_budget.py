@@ -1,8 +1,10 @@
-"""The final fit's wall-clock budget: remaining epochs are shortened and the schedule re-planned."""
+"""The final fit's wall-clock budget: what tuning left of the training budget; remaining epochs are re-sized
+and the schedule re-planned."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 
 import pytest
@@ -10,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from parking_ml.model.profiles import MIN_FIT_SHARE, final_fit_budget, get_profile
 from parking_ml.model.train import FitConfig, budgeted_steps, fit
 
 
@@ -21,6 +24,16 @@ def test_budgeted_steps_keeps_the_pace_of_the_steps_so_far():
     # already over budget: one step per epoch still runs, so every epoch logs
     assert budgeted_steps(200.0, 2.0, 120.0, 4, 30) == 1
     assert budgeted_steps(5.0, 0.0, 120.0, 4, 30) == 30
+
+
+def test_the_final_fit_gets_what_tuning_left_of_the_training_budget():
+    profile = dataclasses.replace(get_profile("demo"), train_budget_s=500.0)
+    assert final_fit_budget(profile, 100.0) == 400.0
+    # a resumed study with nothing left to tune: the whole budget
+    assert final_fit_budget(profile, 0.0) == 500.0
+    # a trial that ran on past the tuning budget still leaves the fit half of the whole
+    assert final_fit_budget(profile, 480.0) == 500.0 * MIN_FIT_SHARE
+    assert final_fit_budget(dataclasses.replace(profile, train_budget_s=None), 100.0) is None
 
 
 class _Slow(nn.Module):

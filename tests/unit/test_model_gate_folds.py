@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from parking_ml.config import Settings
+from parking_ml.inference import TTA_VIEWS
 from parking_ml.model.profiles import PROFILES, get_profile
 from parking_ml.model.promote import decide
 from parking_ml.model.tune import cv_folds, default_params, fold_split, holdout_rows
@@ -43,6 +44,7 @@ def test_profiles_have_consistent_defaults():
         params = default_params(profile)
         assert params["encoder"] in profile.space.encoders or profile.seed_params, name
         assert profile.tile_size % 32 == 0
+        assert profile.tta in TTA_VIEWS, name
         if profile.decoder_channels is not None and profile.arch == "unet":
             assert len(profile.decoder_channels) == profile.encoder_depth, name
         if profile.seed_params:

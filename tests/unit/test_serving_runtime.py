@@ -139,3 +139,20 @@ def test_registry_down_later_keeps_serving_current_model(tmp_path, monkeypatch):
     assert holder.current is served
     assert holder.describe()["loaded"] is True
     assert 'parking_model_reloads_total{result="error"}' in metrics.render().decode()
+
+
+def test_the_api_serves_the_package_tta_unless_parking_tta_overrides_it(tmp_path):
+    from parking_ml.config import Settings
+    from parking_ml.inference import PreprocessConfig
+    from serving.holder import ModelHolder
+    from tests.unit.test_inference_core import write_color_net
+
+    pkg = tmp_path / "model"
+    pkg.mkdir()
+    write_color_net(pkg / "model.onnx")
+    (pkg / "preprocess.json").write_text(PreprocessConfig(tta="dihedral").to_json())
+    for tta, served in (("model", "dihedral"), ("none", "none"), ("flip", "flip")):
+        holder = ModelHolder(Settings(home=tmp_path / "var", tta=tta), Metrics())
+        holder._swap(holder.load_dir(pkg))
+        assert holder.current.segmenter.config.tta == served
+        assert holder.describe()["preprocess"]["tta"] == served
