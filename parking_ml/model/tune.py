@@ -716,6 +716,7 @@ def tune_and_register(
                 "decoder_channels": json.dumps(profile.decoder_channels),
                 "gap_weight": profile.gap_weight,
                 "train_budget_s": profile.train_budget_s,
+                "tta": profile.tta,
                 "objective": settings.objective_metric,
                 "cv_objective": cv_objective(profile, settings),
                 "search_space": json.dumps(asdict(profile.space))[:6000],

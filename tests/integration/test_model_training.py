@@ -150,6 +150,7 @@ def test_runs_nest_study_trials_folds_and_register_a_challenger(world, trained):
     assert study.data.params["arch"] == smoke.arch
     assert int(study.data.params["encoder_depth"]) == smoke.encoder_depth
     assert json.loads(study.data.params["decoder_channels"]) == list(smoke.decoder_channels)
+    assert study.data.params["tta"] == smoke.tta == "dihedral"
     trials = by_kind["trial"]
     assert len(trials) == get_profile("smoke").n_trials == trained["trials_run"]
     trial_ids = {t.info.run_id for t in trials}
@@ -194,6 +195,8 @@ def test_registered_package_downloads_flat_and_the_pyfunc_serves(world, trained,
     assert sorted(p.name for p in pkg.iterdir()) == ["model.onnx", "preprocess.json", "reference_features.parquet"]
     config = PreprocessConfig.from_file(pkg / "preprocess.json")
     assert config.tile_size == 64
+    # the package ships the profile's test-time augmentation, which the gate and the API then run
+    assert config.tta == get_profile("smoke").tta == "dihedral"
     ref = pd.read_parquet(pkg / "reference_features.parquet")
     assert len(ref) == 12 and {"brightness", "free_fraction", "free_spaces"} <= set(ref.columns)
     rgb = cv2.imread(str(world["data"].root / "tiles" / "site4_0.png"))[:, :, ::-1].copy()

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from parking_ml.model.profiles import MIN_FIT_SHARE, final_fit_budget, get_profile
-from parking_ml.model.train import FitConfig, budgeted_steps, fit
+from parking_ml.model.train import FitConfig, budgeted_steps, fit, worth_replanning
 
 
 def test_budgeted_steps_keeps_the_pace_of_the_steps_so_far():
@@ -24,6 +24,12 @@ def test_budgeted_steps_keeps_the_pace_of_the_steps_so_far():
     # already over budget: one step per epoch still runs, so every epoch logs
     assert budgeted_steps(200.0, 2.0, 120.0, 4, 30) == 1
     assert budgeted_steps(5.0, 0.0, 120.0, 4, 30) == 30
+
+
+def test_a_pace_that_jitters_by_a_step_keeps_the_plan():
+    assert not worth_replanning(94, 95) and not worth_replanning(99, 95)
+    assert worth_replanning(92, 95)  # 3 % shorter
+    assert worth_replanning(100, 95)  # 5.3 % longer
 
 
 def test_the_final_fit_gets_what_tuning_left_of_the_training_budget():
