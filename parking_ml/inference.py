@@ -228,7 +228,11 @@ def tta_logits(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, mode:
         if mirror:
             out = out[..., ::-1]
         out = np.rot90(out, -turns, axes=(2, 3))
-        acc = out.astype(np.float32) if acc is None else acc + out
+        # one accumulator for all views (this runs on every request): added in place, not reallocated
+        if acc is None:
+            acc = out.astype(np.float32)
+        else:
+            acc += out
     assert acc is not None
     acc /= len(views)
     return acc

@@ -169,7 +169,7 @@ def budgeted_steps(elapsed_s: float, pace_s: float, budget_s: float, epochs_left
 def worth_replanning(fitted: int, steps: int) -> bool:
     """Whether ``fitted`` steps per epoch differ enough from the current ``steps`` to re-plan: 2 % fewer or
     5 % more. Each re-plan moves the learning rate a little, and a pace that jitters by a step or two had
-    re-planned 14 of 50 epochs; ending up to 2 % of the time left late is the price."""
+    re-planned 14 of the 48 epochs it checked; ending up to 2 % of the time left late is the price."""
     return fitted < steps * 0.98 or fitted > steps * 1.05
 
 
