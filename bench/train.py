@@ -30,8 +30,8 @@ GOALS = {"iou_free": (">=", 0.85), "free_count_mae": ("<=", 1.0)}
 PEER_NAME = "resnet18-native-160"
 
 
-def _probe_step_s(encoder: str, crop: int, batch: int, threads: int) -> float:
-    """Median seconds of one training step of the peer's network on random data."""
+def _probe_step_s(encoder: str, crop: int, batch: int, threads: int, cpu_bf16: bool) -> float:
+    """Median seconds of one training step of the peer's network on random data (the fit's precision)."""
     import torch
 
     from parking_ml.model.network import build_model
@@ -44,7 +44,9 @@ def _probe_step_s(encoder: str, crop: int, batch: int, threads: int) -> float:
     times = []
     for _ in range(8):
         t0 = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16):
+            logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -58,13 +60,15 @@ def train_peer(settings, outcome: dict) -> dict:
     import math
 
     from parking_ml.model.profiles import get_profile
+    from parking_ml.model.train import use_cpu_bf16
     from parking_ml.model.tune import final_fit, load_processed
 
     ours = get_profile(settings.profile)
     params = {**outcome["best_params"], "encoder": "resnet18", "loss": "ce+dice"}
     batch = int(params["batch_size"])
     fit_s = float(outcome["timings_s"]["final_fit"])
-    steps = max(1, int(fit_s / _probe_step_s("resnet18", 160, batch, settings.threads)))
+    bf16 = use_cpu_bf16(settings.cpu_bf16)
+    steps = max(1, int(fit_s / _probe_step_s("resnet18", 160, batch, settings.threads, bf16)))
     per_epoch = ours.steps_per_epoch or 50
     profile = dataclasses.replace(
         ours,
@@ -114,6 +118,7 @@ def main() -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from parking_ml.config import Settings
     from parking_ml.logs import configure_logging
+    from parking_ml.model.train import use_cpu_bf16
 
     configure_logging("WARNING", json_lines=False)
     home = args.keep or Path(tempfile.mkdtemp(prefix="parking-bench-train-"))
@@ -185,7 +190,11 @@ def main() -> int:
     load_after = os.getloadavg()
 
     print(f"\nparking-ml training benchmark: profile {args.profile}, {args.n} synthetic images, gsd {args.gsd}")
-    print(f"threads {settings.threads}, load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    bf16 = "on" if use_cpu_bf16(settings.cpu_bf16) else "off"
+    print(
+        f"threads {settings.threads}, cpu bf16 {bf16} (PARKING_CPU_BF16={settings.cpu_bf16}), "
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
+    )
     print(f"\n{'stage':<12}{'wall s':>9}  note")
     for name, secs, note in stages:
         print(f"{name:<12}{secs:>9.1f}  {note}")

@@ -1,7 +1,8 @@
 """The training loop: AdamW, one-cycle or cosine schedule, early stopping, best checkpoint, epoch callback.
 
 Device and threads come from Settings at the entry point (see `resolve_device`); on CUDA the forward pass
-runs under bfloat16 autocast, on CPU the model and batches use channels_last (20-30% faster here).
+runs under bfloat16 autocast, on CPU too where `cpu_bf16` says so (see `use_cpu_bf16`), and on CPU the model
+and batches use channels_last (20-30% faster here).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class FitConfig:
     # wall-clock budget (s): from the second epoch on, the remaining ones are shortened (and the schedule
     # re-planned) whenever the pace says the fit would overrun it; None: always the planned steps
     time_budget_s: float | None = None
+    # bfloat16 autocast of the forward pass on CPU (CUDA always has it); see use_cpu_bf16
+    cpu_bf16: bool = False
 
 
 @dataclass
@@ -70,6 +73,16 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def use_cpu_bf16(mode: str) -> bool:
+    """Settings.cpu_bf16 resolved for this machine: "auto" is on only where the CPU has AMX tiles."""
+    if mode in ("on", "off"):
+        return mode == "on"
+    if mode != "auto":
+        raise ValueError(f"cpu_bf16 must be auto, on or off, got {mode!r}")
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
 def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
     model = model.to(device)
     if device.type == "cpu":
@@ -86,10 +99,10 @@ def _batch_to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Te
     return x, y.to(device, non_blocking=True)
 
 
-def _autocast(device: torch.device):
+def _autocast(device: torch.device, cpu_bf16: bool = False):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16)
 
 
 def _steps(loader: DataLoader, per_epoch: int | None) -> int:
@@ -234,7 +247,7 @@ def fit(
         for _ in range(steps):
             batch = next(batches)
             x, y = _batch_to(batch, device)
-            with _autocast(device):
+            with _autocast(device, cfg.cpu_bf16):
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)

@@ -217,6 +217,7 @@ def fit_config(
     progress: bool = True,
     steps_per_epoch: int | None = None,
     time_budget_s: float | None = None,
+    cpu_bf16: bool = False,
 ):
     from parking_ml.model.train import FitConfig
 
@@ -232,6 +233,7 @@ def fit_config(
         objective=objective,
         progress=progress,
         time_budget_s=time_budget_s,
+        cpu_bf16=cpu_bf16,
     )
 
 
@@ -293,9 +295,10 @@ def cross_validate(
     import mlflow
 
     from parking_ml.model.metrics import scalar_metrics
-    from parking_ml.model.train import fit, make_validator, resolve_device, seed_everything
+    from parking_ml.model.train import fit, make_validator, resolve_device, seed_everything, use_cpu_bf16
 
     device = resolve_device(settings.device)
+    bf16 = use_cpu_bf16(settings.cpu_bf16)
     objective = cv_objective(profile, settings)
     per_fold: list[dict] = []
     for index, fold in enumerate(cv_folds(data.manifest)):
@@ -342,7 +345,15 @@ def cross_validate(
                 model,
                 train_loader,
                 validate,
-                fit_config(params, profile, profile.cv_epochs, objective, progress, profile.cv_steps_per_epoch),
+                fit_config(
+                    params,
+                    profile,
+                    profile.cv_epochs,
+                    objective,
+                    progress,
+                    profile.cv_steps_per_epoch,
+                    cpu_bf16=bf16,
+                ),
                 device,
                 on_epoch=on_epoch,
             )
@@ -573,9 +584,10 @@ def final_fit(
     from parking_ml.model.metrics import scalar_metrics
     from parking_ml.model.package import REFERENCE_FILE, build_package
     from parking_ml.model.registry import log_and_register
-    from parking_ml.model.train import fit, resolve_device, seed_everything
+    from parking_ml.model.train import fit, resolve_device, seed_everything, use_cpu_bf16
 
     device = resolve_device(settings.device)
+    bf16 = use_cpu_bf16(settings.cpu_bf16)
     train_rows = training_rows(data.manifest)
     hold_rows = holdout_rows(data.manifest)
     with mlflow.start_run(run_name="final-fit", nested=True, tags={"run_kind": "final_fit", "optuna_study": name}):
@@ -585,6 +597,7 @@ def final_fit(
                 "epochs": profile.final_epochs,
                 "train_tiles": len(train_rows),
                 "time_budget_s": None if time_budget_s is None else round(time_budget_s, 1),
+                "cpu_bf16": bf16 and device.type == "cpu",
             }
         )
         seed_everything(settings.seed)
@@ -606,6 +619,7 @@ def final_fit(
             settings.objective_metric,
             progress,
             time_budget_s=time_budget_s,
+            cpu_bf16=bf16,
         )
         t0 = time.perf_counter()
         result = fit(
@@ -693,6 +707,8 @@ def tune_and_register(
     import mlflow
     import torch
 
+    from parking_ml.model.train import use_cpu_bf16
+
     torch.set_num_threads(settings.threads)
     profile = get_profile(settings.profile)
     n_trials = n_trials or settings.n_trials or profile.n_trials
@@ -717,6 +733,7 @@ def tune_and_register(
                 "gap_weight": profile.gap_weight,
                 "train_budget_s": profile.train_budget_s,
                 "tta": profile.tta,
+                "cpu_bf16": use_cpu_bf16(settings.cpu_bf16),
                 "objective": settings.objective_metric,
                 "cv_objective": cv_objective(profile, settings),
                 "search_space": json.dumps(asdict(profile.space))[:6000],

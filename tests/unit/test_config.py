@@ -51,6 +51,7 @@ def test_tracking_uri_follows_port_when_unset(monkeypatch, tmp_path):
         ("PARKING_LAKE_URL", "ftp://x/y", "PARKING_LAKE_URL"),
         ("PARKING_MLFLOW_PORT", "70000", "PARKING_MLFLOW_PORT"),
         ("PARKING_TTA", "rot8", "PARKING_TTA"),
+        ("PARKING_CPU_BF16", "yes", "PARKING_CPU_BF16"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch, var, value, needle):

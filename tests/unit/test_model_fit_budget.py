@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -145,3 +146,29 @@ def test_fit_takes_the_same_adamw_steps_as_torchs_reference_loop():
         assert torch.allclose(got, want, atol=1e-5), name
         moved = max(moved, float((want - before).abs().max()))
     assert moved > 1e-3  # the steps did move the weights, so the comparison means something
+
+
+def test_cpu_bf16_auto_follows_the_cpus_amx_units():
+    from parking_ml.model.train import use_cpu_bf16
+
+    assert use_cpu_bf16("on") is True
+    assert use_cpu_bf16("off") is False
+    assert use_cpu_bf16("auto") is bool(torch.cpu._is_amx_tile_supported())
+    with pytest.raises(ValueError, match="auto, on or off"):
+        use_cpu_bf16("yes")
+
+
+@pytest.mark.parametrize(("cpu_bf16", "dtype"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_fit_runs_the_forward_pass_in_the_configured_precision(cpu_bf16, dtype):
+    """bf16 autocast covers the training forward pass only: the weights it updates stay fp32."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 1))
+    seen: list[torch.dtype] = []
+    model[0].register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    before = copy.deepcopy(model.state_dict())
+    cfg = FitConfig(epochs=1, lr=1e-2, loss="ce", scheduler="none", progress=False, cpu_bf16=cpu_bf16)
+    result = fit(model, _loader(), None, cfg, torch.device("cpu"))
+    assert result.steps_run == 2 and seen == [dtype, dtype]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert not torch.equal(before["0.weight"], model.state_dict()["0.weight"])
+    assert all(np.isfinite(h["train_loss"]) for h in result.history)
