@@ -35,6 +35,7 @@ def _probe_step_s(encoder: str, crop: int, batch: int, threads: int, cpu_bf16: b
     import torch
 
     from parking_ml.model.network import build_model
+    from parking_ml.model.train import autocast
 
     torch.set_num_threads(threads)
     model = build_model("unet", encoder, None, 3, (128, 64, 32, 16, 8)).to(memory_format=torch.channels_last)
@@ -44,7 +45,7 @@ def _probe_step_s(encoder: str, crop: int, batch: int, threads: int, cpu_bf16: b
     times = []
     for _ in range(8):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16):
+        with autocast(torch.device("cpu"), cpu_bf16):
             logits = model(x)
         loss = torch.nn.functional.cross_entropy(logits.float(), y)
         opt.zero_grad()

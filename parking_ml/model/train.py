@@ -99,7 +99,8 @@ def _batch_to(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Te
     return x, y.to(device, non_blocking=True)
 
 
-def _autocast(device: torch.device, cpu_bf16: bool = False):
+def autocast(device: torch.device, cpu_bf16: bool = False):
+    """The forward pass's precision: bf16 on CUDA, on CPU only when ``cpu_bf16`` (see use_cpu_bf16)."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16)
@@ -130,7 +131,7 @@ class TorchSegmenter(Segmenter):
         x = torch.from_numpy(batch).to(self.device)
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), _autocast(self.device):
+        with torch.no_grad(), autocast(self.device):
             return self.model(x).float().cpu().numpy()
 
 
@@ -247,7 +248,7 @@ def fit(
         for _ in range(steps):
             batch = next(batches)
             x, y = _batch_to(batch, device)
-            with _autocast(device, cfg.cpu_bf16):
+            with autocast(device, cfg.cpu_bf16):
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
