@@ -67,10 +67,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(2, ge=1, le=256, description="torch / onnxruntime intra-op threads")
     # training only (serving runs the fp32 ONNX graph): "auto" turns bfloat16 autocast on where the CPU
-    # has AMX tiles, the matrix units that make it pay (RegNetX-200MF step 125 -> 95 ms on 2 cores); a CPU
-    # with only AVX-512 BF16 ran MobileNetV2 steps slower in bf16 (216 against 180 ms), so it stays fp32
+    # computes bf16 in hardware (AMX tiles or AVX-512 BF16; see train.CPU_BF16_PROBES for the measured steps)
     cpu_bf16: Literal["auto", "on", "off"] = Field(
-        "auto", description="bf16 autocast when training on CPU: auto (where the CPU has AMX), on, off"
+        "auto", description="bf16 autocast when training on CPU: auto (AMX or AVX-512 BF16), on, off"
     )
     folds: int = Field(3, ge=2, le=20)
     holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)

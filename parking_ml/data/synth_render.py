@@ -59,7 +59,7 @@ def _seg_quad(p0: np.ndarray, p1: np.ndarray, width: float) -> np.ndarray:
     return np.stack([p0 + n, p1 + n, p1 - n, p0 - n])
 
 
-def _draw_segments(canvas: np.ndarray, segs: list[tuple[np.ndarray, np.ndarray]], width: float) -> None:
+def draw_segments(canvas: np.ndarray, segs: list[tuple[np.ndarray, np.ndarray]], width: float) -> None:
     """Thin painted lines: sub-pixel widths become proportionally fainter anti-aliased 1 px lines."""
     if not segs:
         return
@@ -260,7 +260,7 @@ def _paint(site: Site, rng: np.random.Generator, ground: np.ndarray, material: n
     h, w = material.shape
     g = site.gsd
     canvas = np.zeros((h, w), np.uint8)
-    _draw_segments(canvas, site.lines, site.paint_width_px)
+    draw_segments(canvas, site.lines, site.paint_width_px)
     for tail, tip in site.arrows:
         d = tip - tail
         n = np.array([-d[1], d[0]])
@@ -287,7 +287,7 @@ def _paint(site: Site, rng: np.random.Generator, ground: np.ndarray, material: n
     paint = np.array(site.paint_rgb, np.float32) * rng.uniform(0.9, 1.03)
     if site.ghost is not None and site.lines:
         ghost = np.zeros_like(canvas)
-        _draw_segments(ghost, [(a + site.ghost, b + site.ghost) for a, b in site.lines], site.paint_width_px)
+        draw_segments(ghost, [(a + site.ghost, b + site.ghost) for a, b in site.lines], site.paint_width_px)
         _blend(ground, ghost, paint * 0.8, 0.22)
     _blend(ground, np.maximum(canvas, hatch), paint, fade)
     if site.accessible:
@@ -309,9 +309,9 @@ def _paint(site: Site, rng: np.random.Generator, ground: np.ndarray, material: n
             u = d / length
             step = 9.0 / g
             segs = [(p0 + u * k, p0 + u * (k + 3.0 / g)) for k in np.arange(0, length, step)]
-            _draw_segments(road, segs, 0.12 / g)
+            draw_segments(road, segs, 0.12 / g)
         else:
-            _draw_segments(road, [(p0 + n, p1 + n), (p0 - n, p1 - n)], 0.12 / g)
+            draw_segments(road, [(p0 + n, p1 + n), (p0 - n, p1 - n)], 0.12 / g)
     colour = (225, 190, 70) if rng.random() < 0.6 else (235, 235, 230)
     _blend(ground, road, colour, 0.85)
 
@@ -332,7 +332,7 @@ def _blend(ground: np.ndarray, coverage: np.ndarray, colour: object, scale: floa
 
 
 def _draw_segments_one(canvas: np.ndarray, a: np.ndarray, b: np.ndarray, width: float) -> None:
-    _draw_segments(canvas, [(a, b)], max(width, 1.0))
+    draw_segments(canvas, [(a, b)], max(width, 1.0))
 
 
 def _shrink(poly: np.ndarray, d: float) -> np.ndarray:

@@ -3,6 +3,12 @@
 Masks are class maps (0 background, 1 free, 2 occupied, 255 ignore in the truth). Pixel metrics pool the
 pixels of all tiles; space metrics pool matched connected components of class 1 (8-connectivity, as the
 inference post-processing counts them); count error is averaged per tile.
+
+Ignored truth is an ignore *region*, as crowd regions are in COCO: a predicted space lying mostly on ignored
+truth (a stall hidden under a canopy, cut to a sliver by the tile edge, or on a lot whose paint does not
+show) is neither counted nor scored, with the background pixels around it that it covers. Clipping it to
+the labelled pixels instead left the part that spills over the painted line between two ignored stalls:
+a stray fragment counted as a space, and false-positive pixels, for finding what is really there.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import numpy as np
 IGNORE_INDEX = 255
 CLASS_NAMES = ("background", "free", "occupied")
 MATCH_IOU = 0.5
+# a predicted space with at least this share of its pixels on ignored truth is ignored as a whole
+IGNORED_SHARE = 0.5
 # metrics where lower is better (the promotion gate needs to know the direction)
 LOWER_IS_BETTER = frozenset({"free_count_mae"})
 
@@ -32,6 +40,30 @@ def _components(binary: np.ndarray) -> list[np.ndarray]:
 
     n, labels = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8)
     return [labels == k for k in range(1, n)]
+
+
+def ignore_predictions_on_ignored(pred: np.ndarray, true: np.ndarray, share: float = IGNORED_SHARE) -> np.ndarray:
+    """The truth with the background under every predicted space (class 1 or 2 component, 8-connected) that
+    lies at least ``share`` on ignored truth marked ignored too; labelled spaces stay as they are."""
+    import cv2
+
+    ignored = true == IGNORE_INDEX
+    if not ignored.any():
+        return true
+    out = true
+    for cls in (1, 2):
+        n, labels = cv2.connectedComponents((pred == cls).astype(np.uint8), connectivity=8)
+        if n <= 1:
+            continue
+        area = np.bincount(labels.ravel(), minlength=n)
+        on_ignored = np.bincount(labels[ignored], minlength=n)
+        drop = on_ignored >= share * np.maximum(area, 1)
+        drop[0] = False
+        if drop.any():
+            if out is true:
+                out = true.copy()
+            out[drop[labels] & (true == 0)] = IGNORE_INDEX
+    return out
 
 
 def match_spaces(pred: np.ndarray, true: np.ndarray, iou: float = MATCH_IOU) -> tuple[int, int, int]:
@@ -145,6 +177,7 @@ def evaluate(
         true = np.asarray(true)
         if pred.shape != true.shape:
             raise ValueError(f"tile {k}: predicted mask {pred.shape} and true mask {true.shape} differ")
+        true = ignore_predictions_on_ignored(pred, true)
         conf += confusion_matrix(pred, true)
         # ignored truth pixels must not create or split predicted spaces either
         pred_valid = np.where(true == IGNORE_INDEX, 0, pred)

@@ -148,12 +148,21 @@ def test_fit_takes_the_same_adamw_steps_as_torchs_reference_loop():
     assert moved > 1e-3  # the steps did move the weights, so the comparison means something
 
 
-def test_cpu_bf16_auto_follows_the_cpus_amx_units():
+def test_cpu_bf16_auto_follows_the_cpus_bf16_units(monkeypatch):
     from parking_ml.model.train import use_cpu_bf16
 
     assert use_cpu_bf16("on") is True
     assert use_cpu_bf16("off") is False
-    assert use_cpu_bf16("auto") is bool(torch.cpu._is_amx_tile_supported())
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    assert use_cpu_bf16("auto") is bool(native)
+    # each unit alone turns it on; neither (or a torch without the probes) leaves it off
+    for amx, avx512 in ((True, False), (False, True), (False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512: v)
+        assert use_cpu_bf16("auto") is (amx or avx512)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert use_cpu_bf16("auto") is False
     with pytest.raises(ValueError, match="auto, on or off"):
         use_cpu_bf16("yes")
 

@@ -76,6 +76,31 @@ def test_ignore_pixels_are_skipped_and_count_error_averages_tiles():
     assert m["n_tiles"] == 2
 
 
+def test_a_prediction_on_an_ignored_stall_is_ignored_with_the_background_it_spills_onto():
+    # two ignored stalls (3x3) one px apart, and one labelled free stall (3x3) further right
+    true = np.zeros((5, 14), np.uint8)
+    true[1:4, 0:3] = 255
+    true[1:4, 4:7] = 255
+    true[1:4, 10:13] = 1
+    pred = np.zeros_like(true)
+    pred[0:5, 0:7] = 1  # one blob over both ignored stalls, the line between them and a row above and below
+    pred[1:4, 10:13] = 1  # the labelled stall, exactly
+    m = evaluate([pred], [true])
+    # the blob is 35 px, 18 of them on ignored truth (>= half): its 17 background px are not false positives
+    # and it is no predicted space, so the count is right
+    assert m["free_precision"] == pytest.approx(1.0) and m["iou_free"] == pytest.approx(1.0)
+    assert m["free_count_mae"] == pytest.approx(0.0)
+    assert m["space_precision"] == pytest.approx(1.0)
+    assert m["confusion"] == [[5 * 14 - 18 - 17 - 9, 0, 0], [0, 9, 0], [0, 0, 0]]
+    # a blob mostly on labelled background is still a false positive: 6 px, 2 on ignored truth
+    pred2 = np.zeros_like(true)
+    pred2[3:5, 5:8] = 1
+    m2 = evaluate([pred2], [true])
+    assert m2["confusion"][0][1] == 4
+    # it is a predicted space that matches nothing (1 predicted, 1 true, none matched)
+    assert m2["space_precision"] == pytest.approx(0.0) and m2["free_count_mae"] == pytest.approx(0.0)
+
+
 def test_stall_accuracy_by_majority_vote():
     true = np.zeros((10, 10), np.uint8)
     pred = np.zeros((10, 10), np.uint8)

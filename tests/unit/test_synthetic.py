@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from parking_ml.cli import app
 from parking_ml.commands.synth import parse_gsd
+from parking_ml.data import synth_render as render
 from parking_ml.data.synthetic import (
     STYLES,
     SiteRenderer,
@@ -105,8 +106,8 @@ def test_partial_stalls_at_the_edge_are_ignored_or_counted() -> None:
                 assert label == IGNORE and reason == "edge"
                 slivers += 1
             else:
-                # a mostly-inside stall is ignored only when tree canopy hides it
-                assert (label == IGNORE) == (reason == "canopy")
+                # a mostly-inside stall is ignored only when tree canopy or faint paint hides it
+                assert (label == IGNORE) == (reason in ("canopy", "faint"))
                 partial += share < 1.0 and label != IGNORE
     assert slivers > 0 and partial > 0
 
@@ -281,6 +282,23 @@ def test_stalls_mostly_under_canopy_are_ignored() -> None:
             elif reason == "canopy":
                 pytest.fail("a stall hidden less than half was ignored for canopy")
     assert seen > 0
+
+
+def test_stalls_of_a_lot_whose_paint_does_not_show_are_ignored() -> None:
+    from parking_ml.data.synthetic import FAINT_VISIBILITY, _site_labels, paint_visibility
+
+    sr = SiteRenderer(99, 21, 256, 0.1, "site-0021")
+    assert sr.site.stalls and paint_visibility(sr.site, sr.static) > 3 * FAINT_VISIBILITY
+    t = sr.render(0)
+    assert "faint" not in t.extras["ignore_reason"] and t.extras["paint_visibility"] >= FAINT_VISIBILITY
+    assert (t.mask == FREE).any() or (t.mask == OCCUPIED).any()
+    # the same lot with its paint worn to a trace: the lines no longer stand out from the pavement's texture
+    sr.site.paint_opacity = 0.03
+    faint = render.render_static(sr.site, np.random.default_rng(1))
+    assert paint_visibility(sr.site, faint) < FAINT_VISIBILITY
+    _, _, reasons, _, visibility = _site_labels(sr.site, faint)
+    assert reasons and visibility < FAINT_VISIBILITY
+    assert all(r in ("faint", "edge", "canopy") for r in reasons) and "faint" in reasons
 
 
 def test_cli_defaults_to_the_lake_landing_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
