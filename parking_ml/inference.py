@@ -399,6 +399,57 @@ def _component_polygon(component: np.ndarray, x0: int, y0: int) -> list[list[flo
     return ring
 
 
+# merged neighbours: a component holding several confident cores (pixels of at least CORE_PROB, each core at
+# least the speck filter's area) is split between them. On 96 fresh lots (384 tiles) a demo model's free-count
+# error went 2.33 -> 2.21 per tile and space F1 0.685 -> 0.703 (free IoU 0.6297 -> 0.6294; on its 216 holdout
+# tiles 1.47 -> 1.33 and 0.747 -> 0.770); one trained with half the separation weight, which merges more,
+# 2.83 -> 2.46. Cores of 0.7 / 0.75 and of half the filter's area did within 0.06 of that
+CORE_PROB = 0.8
+_NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1), (0, -1), (-1, 0), (-1, -1), (-1, 1))
+
+
+def split_merged(binary: np.ndarray, prob: np.ndarray, min_core: int, core_prob: float = CORE_PROB) -> np.ndarray:
+    """Pixels to clear so that a component of ``binary`` holding two or more *cores* (4-connected pixels of
+    ``prob`` >= core_prob, at least ``min_core`` px each) falls apart into one space per core.
+
+    Two free stalls whose painted line the network half sees come out as one blob with two peaks of
+    probability. Each pixel of such a component goes to its nearest core, and where two cores' pixels meet,
+    the higher-numbered side's pixels are cleared: a line 1 px wide that 8-connected counting does not cross.
+    Bool H x W, True where a pixel is to become background."""
+    import cv2
+
+    carve = np.zeros(binary.shape, dtype=bool)
+    cores = (binary & (prob >= core_prob)).view(np.uint8)
+    n, core_labels, core_stats, _ = cv2.connectedComponentsWithStats(cores, connectivity=4)
+    if n <= 2:
+        return carve
+    big = core_stats[:, cv2.CC_STAT_AREA] >= min_core
+    big[0] = False
+    if big.sum() < 2:
+        return carve
+    m, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
+    # cores per component: a component is only worked on (in its bounding box) when it holds two or more
+    owner = labels[core_labels > 0][big[core_labels[core_labels > 0]]]
+    core_ids = core_labels[core_labels > 0][big[core_labels[core_labels > 0]]]
+    pairs = np.unique(np.stack([owner, core_ids], axis=1), axis=0)
+    per_component = np.bincount(pairs[:, 0], minlength=m)
+    for k in np.flatnonzero(per_component >= 2):
+        x0, y0, w, h = (int(v) for v in stats[k, :4])
+        inside = labels[y0 : y0 + h, x0 : x0 + w] == k
+        seeds = big[core_labels[y0 : y0 + h, x0 : x0 + w]] & inside
+        _, nearest = cv2.distanceTransformWithLabels(
+            (~seeds).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP
+        )
+        nearest = np.where(inside, nearest, 0)
+        padded = np.pad(nearest, 1)
+        cut = np.zeros_like(inside)
+        for dy, dx in _NEIGHBOURS:
+            other = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+            cut |= (other > 0) & (other < nearest)
+        carve[y0 : y0 + h, x0 : x0 + w] |= cut
+    return carve
+
+
 def _argmax_classes(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(argmax over axis 0 as uint8, max over axis 0): numpy's argmax along the first axis of a
     C x H x W array is several times slower than C-1 elementwise comparisons. Ties go to the lower class,
@@ -440,6 +491,11 @@ def postprocess(probs: np.ndarray, config: PreprocessConfig, image_gsd: float | 
             # tiny specks are noise, not spaces: drop them from the map too so map and counts agree;
             # one vectorised pass, as a noisy map can hold tens of thousands of them
             mask[small[labels]] = 0
+        carve = split_merged(mask == cls, probs[cls], min_area)
+        if carve.any():
+            mask[carve] = 0
+            n, labels, stats, centroids = cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
+            small = np.zeros(n, dtype=bool)
         for k in np.flatnonzero(~small)[1:]:
             x0, y0, bw, bh, area = (int(v) for v in stats[k])
             roi = labels[y0 : y0 + bh, x0 : x0 + bw] == k

@@ -19,6 +19,7 @@ from parking_ml.inference import (
     postprocess,
     predict,
     spaces_to_geojson,
+    split_merged,
     tta_logits,
 )
 
@@ -130,6 +131,28 @@ def test_postprocess_counts_polygons_and_small_specks():
     occ = next(s for s in pred.spaces if s.status == "occupied")
     assert occ.area_px == 450
     assert [s.id for s in pred.spaces] == [1, 2, 3]
+
+
+def test_two_stalls_merged_in_the_argmax_are_split_along_their_probability_valley():
+    # two 10 x 20 px free stalls with a 2-px painted line between them that the argmax still calls free,
+    # at a lower probability: one blob, two confident cores
+    probs = np.zeros((3, 40, 40), np.float32)
+    probs[0] = 1.0
+    probs[:, 10:30, 5:27] = np.array([0.05, 0.9, 0.05], np.float32)[:, None, None]
+    probs[:, 10:30, 15:17] = np.array([0.3, 0.6, 0.1], np.float32)[:, None, None]  # the line: free, unsure
+    config = PreprocessConfig(min_area_px=20)
+    pred = postprocess(probs, config)
+    assert pred.free_count == 2
+    left, right = sorted(pred.spaces, key=lambda s: s.polygon[0][0])
+    # the cut is one pixel wide, inside the valley: the stalls keep every confident pixel
+    assert left.area_px + right.area_px == 22 * 20 - 20
+    assert (pred.mask[10:30, 5:15] == 1).all() and (pred.mask[10:30, 17:27] == 1).all()
+    assert (split_merged(pred.mask == 1, probs[1], 20) == 0).all()  # split once, nothing more to split
+    # the same blob without the valley, or with cores too small to be spaces, stays one space
+    probs[1, 10:30, 15:17] = 0.9
+    assert postprocess(probs, config).free_count == 1
+    probs[1, 10:30, 15:17] = 0.6
+    assert postprocess(probs, PreprocessConfig(min_area_px=300)).free_count == 1
 
 
 def test_postprocess_empty_map():
