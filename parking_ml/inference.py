@@ -429,9 +429,10 @@ def split_merged(binary: np.ndarray, prob: np.ndarray, min_core: int, core_prob:
         return carve
     m, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
     # cores per component: a component is only worked on (in its bounding box) when it holds two or more
-    owner = labels[core_labels > 0][big[core_labels[core_labels > 0]]]
-    core_ids = core_labels[core_labels > 0][big[core_labels[core_labels > 0]]]
-    pairs = np.unique(np.stack([owner, core_ids], axis=1), axis=0)
+    on_core = core_labels > 0
+    core_ids = core_labels[on_core]
+    keep = big[core_ids]
+    pairs = np.unique(np.stack([labels[on_core][keep], core_ids[keep]], axis=1), axis=0)
     per_component = np.bincount(pairs[:, 0], minlength=m)
     for k in np.flatnonzero(per_component >= 2):
         x0, y0, w, h = (int(v) for v in stats[k, :4])
