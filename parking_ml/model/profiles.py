@@ -140,7 +140,8 @@ PROFILES: dict[str, TrainProfile] = {
         # the fast machine's fit got 411 s and 4,101 steps (free IoU 0.754 with the dihedral TTA below), 519 s
         # in all. 470 s leaves the slow machine ~40 s of its 10 minutes for the 8-pass holdout, drift
         # reference and gate (38 s on the fast machine). With RegNetX and bf16 on a slow AMX machine: tuning
-        # 69 s, a 401-s fit of 4,254 steps, 554 s in all (free IoU 0.733; MobileNetV2 there: 0.695, 571 s)
+        # 69 s, a 401-s fit of 4,254 steps, 554 s in all (free IoU 0.733; MobileNetV2 there: 0.695, 571 s); on
+        # an AMD EPYC with AVX-512 BF16: tuning 57 s, a 413-s fit of 5,449 steps, 568 s in all
         train_budget_s=470.0,
         arch="unet",
         # Stride 16, not 32: MobileNetV2's deepest stage (1280 channels at 3 x 3 px) feeds a 1376-channel
