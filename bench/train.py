@@ -107,27 +107,29 @@ def train_peer(settings, outcome: dict) -> dict:
     }
 
 
-def external_metrics(
-    model_uri: str, tracking_uri: str, lots: int, seed: int, gsd: float | tuple[float, float], threads: int
-) -> dict:
-    """A registered model on ``lots`` fresh synthetic lots (pass 0 of each, 512 px cut into four 256-px
-    tiles), through the serving inference code, scored by the one evaluate()."""
+def external_tiles(lots: int, seed: int, gsd: float | tuple[float, float]) -> list[tuple]:
+    """(rgb, truth, gsd) of ``lots`` fresh synthetic lots: pass 0 of each, 512 px cut into four 256-px tiles."""
     from parking_ml.data.synthetic import SiteRenderer
+
+    tiles = []
+    for index in range(lots):
+        tile = SiteRenderer(seed, index, 512, gsd, f"s{seed}-site-{index:04d}").render(0)
+        for y in (0, 256):
+            for x in (0, 256):
+                tiles.append((tile.image[y : y + 256, x : x + 256], tile.mask[y : y + 256, x : x + 256], tile.gsd))
+    return tiles
+
+
+def external_metrics(model_uri: str, tracking_uri: str, tiles: list[tuple], threads: int) -> dict:
+    """A registered model on the external tiles, through the serving inference code, scored by evaluate()."""
     from parking_ml.inference import OnnxSegmenter, predict
     from parking_ml.model.metrics import evaluate
     from parking_ml.model.package import download_package
 
     with tempfile.TemporaryDirectory(prefix="parking-bench-ext-") as tmp:
         segmenter = OnnxSegmenter.from_dir(download_package(model_uri, Path(tmp) / "pkg", tracking_uri), threads)
-        preds, truths = [], []
-        for index in range(lots):
-            tile = SiteRenderer(seed, index, 512, gsd, f"s{seed}-site-{index:04d}").render(0)
-            for y in (0, 256):
-                for x in (0, 256):
-                    rgb, truth = tile.image[y : y + 256, x : x + 256], tile.mask[y : y + 256, x : x + 256]
-                    preds.append(predict(segmenter, rgb, image_gsd=tile.gsd).mask)
-                    truths.append(truth)
-    return evaluate(preds, truths)
+        preds = [predict(segmenter, rgb, image_gsd=gsd).mask for rgb, _, gsd in tiles]
+    return evaluate(preds, [truth for _, truth, _ in tiles])
 
 
 def parse_gsd(text: str) -> float | tuple[float, float]:
@@ -221,12 +223,10 @@ def main() -> int:
         external: dict[str, dict] = {}
         if args.external:
             t0 = time.perf_counter()
-            gsd = parse_gsd(args.gsd)
+            tiles = external_tiles(args.external, args.external_seed, parse_gsd(args.gsd))
             models = {"ours": outcome["model_uri"], **({"peer": peer["model_uri"]} if peer else {})}
             for name, model_uri in models.items():
-                external[name] = external_metrics(
-                    model_uri, uri, args.external, args.external_seed, gsd, settings.threads
-                )
+                external[name] = external_metrics(model_uri, uri, tiles, settings.threads)
             note = f"{args.external} lots of seed {args.external_seed}, {4 * args.external} tiles"
             stages.append(("external", time.perf_counter() - t0, note))
     finally:
