@@ -428,12 +428,13 @@ def split_merged(binary: np.ndarray, prob: np.ndarray, min_core: int, core_prob:
     if big.sum() < 2:
         return carve
     m, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
-    # cores per component: a component is only worked on (in its bounding box) when it holds two or more
+    # cores per component: a component is only worked on (in its bounding box) when it holds two or more.
+    # A core lies in one component, so the mean component label over its pixels is that component (a sum
+    # per label, not a sort of every core pixel: that had made postprocess 4x slower on a 1024-px image)
     on_core = core_labels > 0
-    core_ids = core_labels[on_core]
-    keep = big[core_ids]
-    pairs = np.unique(np.stack([labels[on_core][keep], core_ids[keep]], axis=1), axis=0)
-    per_component = np.bincount(pairs[:, 0], minlength=m)
+    label_sum = np.bincount(core_labels[on_core], weights=labels[on_core], minlength=n)
+    owner = np.rint(label_sum / np.maximum(core_stats[:, cv2.CC_STAT_AREA], 1)).astype(np.int64)
+    per_component = np.bincount(owner[big], minlength=m)
     for k in np.flatnonzero(per_component >= 2):
         x0, y0, w, h = (int(v) for v in stats[k, :4])
         inside = labels[y0 : y0 + h, x0 : x0 + w] == k
