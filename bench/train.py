@@ -132,6 +132,15 @@ def external_metrics(model_uri: str, tracking_uri: str, tiles: list[tuple], thre
     return evaluate(preds, [truth for _, truth, _ in tiles])
 
 
+def goal_verdict(key: str, value: float) -> str:
+    """'  goal >= 0.85: met' for a metric with a goal, '' otherwise."""
+    goal = GOALS.get(key)
+    if goal is None:
+        return ""
+    ok = value >= goal[1] if goal[0] == ">=" else value <= goal[1]
+    return f"  goal {goal[0]} {goal[1]}: {'met' if ok else 'NOT met'}"
+
+
 def parse_gsd(text: str) -> float | tuple[float, float]:
     parts = [float(p) for p in text.split("-")]
     return parts[0] if len(parts) == 1 else (parts[0], parts[1])
@@ -247,12 +256,7 @@ def main() -> int:
     print(f"\nholdout ({int(hold.get('n_tiles', 0))} tiles, via parking_ml.inference):")
     for key in ("iou_free", "free_f1", "iou_occupied", "miou", "space_f1", "free_count_mae", "stall_accuracy"):
         if key in hold:
-            goal = GOALS.get(key)
-            verdict = ""
-            if goal:
-                ok = hold[key] >= goal[1] if goal[0] == ">=" else hold[key] <= goal[1]
-                verdict = f"  goal {goal[0]} {goal[1]}: {'met' if ok else 'NOT met'}"
-            print(f"  {key:<16}{hold[key]:>8.4f}{verdict}")
+            print(f"  {key:<16}{hold[key]:>8.4f}{goal_verdict(key, hold[key])}")
     if peer is not None:
         ph = peer["holdout"]
         print(
@@ -274,11 +278,7 @@ def main() -> int:
             if "peer" in external:
                 peer_value = external["peer"][key]
                 row += f"{ext[key] / peer_value if peer_value else float('nan'):>11.2f}"
-            goal = GOALS.get(key)
-            if goal:
-                ok = ext[key] >= goal[1] if goal[0] == ">=" else ext[key] <= goal[1]
-                row += f"  goal {goal[0]} {goal[1]}: {'met' if ok else 'NOT met'}"
-            print(f"  {key:<16}{row}")
+            print(f"  {key:<16}{row}{goal_verdict(key, ext[key])}")
     print(f"\npromotion: {decision['reason']}")
     if args.keep is None:
         shutil.rmtree(home, ignore_errors=True)
