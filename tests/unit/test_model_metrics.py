@@ -59,6 +59,21 @@ def test_below_half_iou_is_not_a_match():
     assert match_spaces(pred, true) == (0, 1, 1)
 
 
+def test_matching_is_one_to_one_and_takes_the_best_overlap_first():
+    true = np.zeros((4, 10), np.uint8)
+    true[0:4, 0:3] = 1  # T0: 12 px
+    true[0:4, 4:6] = 1  # T1: 8 px
+    pred = np.zeros_like(true)
+    pred[0:4, 0:6] = 1  # one blob over both (and the 4-px line between): 24 px
+    pred[0:4, 8:10] = 1  # a stray: 8 px, touching no truth
+    # blob vs T0: 12 / 24 = 0.5; blob vs T1: 8 / 24 = 1/3 -> one match at 0.5, none at all for T1
+    assert match_spaces(pred, true) == (1, 2, 2)
+    # at IoU 0.3 the blob still matches only one truth, the better one (T0), and T1 stays unmatched
+    assert match_spaces(pred, true, iou=0.3) == (1, 2, 2)
+    pred[0:4, 3] = 0  # the painted line kept: two spaces, each exact
+    assert match_spaces(pred, true) == (2, 3, 2)
+
+
 def test_ignore_pixels_are_skipped_and_count_error_averages_tiles():
     true1 = np.full((4, 4), 255, np.uint8)
     true1[0:2, 0:2] = 1
