@@ -376,7 +376,9 @@ def cross_validate(
 
 
 def study_name(settings: Settings, dataset_version: str, profile: TrainProfile) -> str:
-    return f"{settings.model_name}-{dataset_version}-{profile.name}"
+    """One study per model, dataset, profile and objective: resuming a study scored on another metric would
+    rank trials of one metric against values of the other."""
+    return f"{settings.model_name}-{dataset_version}-{profile.name}-{cv_objective(profile, settings)}"
 
 
 def _storage(settings: Settings):

@@ -9,7 +9,7 @@ from parking_ml.config import Settings
 from parking_ml.inference import TTA_VIEWS
 from parking_ml.model.profiles import PROFILES, get_profile
 from parking_ml.model.promote import decide
-from parking_ml.model.tune import cv_folds, default_params, fold_split, holdout_rows
+from parking_ml.model.tune import cv_folds, default_params, fold_split, holdout_rows, study_name
 
 
 def _manifest() -> pd.DataFrame:
@@ -123,3 +123,13 @@ def test_cv_objective_is_the_profile_choice_else_the_gate_metric_and_typos_are_r
         cv_objective(dataclasses.replace(get_profile("smoke"), cv_objective="free_apx"), Settings())
     with pytest.raises(ValueError, match="not a metric to maximise"):
         cv_objective(dataclasses.replace(get_profile("smoke"), cv_objective="free_count_mae"), Settings())
+
+
+def test_a_study_is_resumed_only_under_the_same_objective(tmp_path):
+    smoke = get_profile("smoke")  # no cv_objective of its own: the gate's metric
+    by_f1 = study_name(Settings(home=tmp_path, objective_metric="free_f1"), "v1", smoke)
+    by_iou = study_name(Settings(home=tmp_path, objective_metric="iou_free"), "v1", smoke)
+    assert by_f1.endswith("-v1-smoke-free_f1") and by_iou.endswith("-v1-smoke-iou_free")
+    # the demo's folds rank on free_ap whatever the gate compares, so its study does not change with it
+    demo = get_profile("demo")
+    assert study_name(Settings(home=tmp_path, objective_metric="iou_free"), "v1", demo).endswith("-demo-free_ap")
