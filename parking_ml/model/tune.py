@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,9 @@ import pandas as pd
 from parking_ml.config import Settings
 from parking_ml.model.metrics import LOWER_IS_BETTER
 from parking_ml.model.profiles import SearchSpace, TrainProfile, final_fit_budget, get_profile
+
+if TYPE_CHECKING:  # the dataset module imports torch; importing this one stays torch-free (it loads lazily)
+    from parking_ml.data.dataset import TileCache
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class ProcessedData:
     root: Path
     manifest: pd.DataFrame
     version: str
+    # tiles decoded at the model's gsd, shared by every fold, trial and the final fit of one training run
+    decoded: TileCache = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -122,8 +127,10 @@ def make_loader(
     seed: int,
     model_gsd: float | None = None,
     gap_weight: float = 1.0,
+    cache: bool | TileCache = True,
 ):
-    """A shuffled training loader of random crops (at the model's gsd) with soft targets."""
+    """A shuffled training loader of random crops (at the model's gsd) with soft targets; ``cache``: see
+    TileDataset (True: this loader's own)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -131,7 +138,7 @@ def make_loader(
     from parking_ml.data.dataset import TileDataset
 
     transform = build_train_transform(crop_size, strength=float(aug), seed=seed, soft=True)
-    ds = TileDataset(root, rows, transform, cache=True, model_gsd=model_gsd, gap_weight=gap_weight)
+    ds = TileDataset(root, rows, transform, cache=cache, model_gsd=model_gsd, gap_weight=gap_weight)
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -326,6 +333,7 @@ def cross_validate(
                 settings.seed + fold,
                 model_gsd(profile, settings),
                 profile.gap_weight,
+                data.decoded,
             )
             # without test-time augmentation: the folds rank trials, and 8 passes per tile would cost the
             # demo's tuning a third of its time
@@ -613,6 +621,7 @@ def final_fit(
             settings.seed,
             model_gsd(profile, settings),
             profile.gap_weight,
+            data.decoded,
         )
         cfg = fit_config(
             params,

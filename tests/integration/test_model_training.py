@@ -22,7 +22,15 @@ from parking_ml.config import Settings
 from parking_ml.model import promote, registry
 from parking_ml.model.package import build_package, download_package
 from parking_ml.model.profiles import get_profile
-from parking_ml.model.tune import ProcessedData, open_study, run_study, study_name, tune_and_register
+from parking_ml.model.tune import (
+    ProcessedData,
+    cv_folds,
+    open_study,
+    run_study,
+    study_name,
+    training_rows,
+    tune_and_register,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -225,18 +233,34 @@ def test_a_resumed_study_runs_only_the_missing_trials(world, trained):
     assert numbers == list(range(profile.n_trials + 1))
 
 
-def test_a_profile_cv_objective_is_what_the_study_maximises(world):
-    """The demo profile scores folds on free_ap: the trial's value must be that mean, not free F1's."""
+def test_a_profile_cv_objective_is_what_the_study_maximises(world, monkeypatch):
+    """The demo profile scores folds on free_ap: the trial's value must be that mean, not free F1's. The
+    folds validate without the package's test-time augmentation, on tiles decoded once for the whole run."""
     import dataclasses
 
     import optuna
 
+    from parking_ml.model import train
+
     settings, data = world["settings"], world["data"]
+    data = dataclasses.replace(data, decoded={})  # this run's own cache, not the module fixture's
     profile = dataclasses.replace(get_profile("smoke"), name="smoke-ap", cv_objective="free_ap", n_trials=1)
+    assert profile.tta == "dihedral"
+    validators = []
+    real_validator = train.make_validator
+    monkeypatch.setattr(
+        train,
+        "make_validator",
+        lambda tiles, config, device: validators.append(config) or real_validator(tiles, config, device),
+    )
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(settings.model_name)
     with mlflow.start_run(run_name="cv-objective-check"):
         run_study(settings, data, profile, n_trials=1, progress=False)
+    assert len(validators) == len(cv_folds(data.manifest)) and {c.tta for c in validators} == {"none"}
+    # every training tile met by a fold model is decoded once into the run's cache, none of the holdout
+    decoded = {key[0] for key in data.decoded}
+    assert decoded and decoded <= set(training_rows(data.manifest)["tile_id"])
     study = optuna.load_study(study_name=study_name(settings, data.version, profile), storage=settings.optuna_storage)
     (trial,) = study.trials
     assert 0.0 < trial.value <= 1.0

@@ -201,3 +201,25 @@ def test_tile_dataset_gap_weight(tmp_path):
     assert float(weighted.max()) == pytest.approx(3.0) and bool((weighted[30:40, 10:20] == 3.0).all())
     with pytest.raises(ValueError, match="gap_weight"):
         TileDataset(tmp_path, manifest, gap_weight=0.5)
+
+
+def test_datasets_sharing_a_cache_decode_each_tile_once(tmp_path, monkeypatch):
+    import parking_ml.data.dataset as dataset
+
+    manifest = _processed(tmp_path, n=3, gsd=0.1)
+    reads: list[str] = []
+    real_read = dataset.read_tile
+    monkeypatch.setattr(dataset, "read_tile", lambda root, tile_id: reads.append(tile_id) or real_read(root, tile_id))
+    shared: dict = {}
+    # two CV folds over overlapping tiles, then the final fit over all of them, as one training run has
+    fold_a = TileDataset(tmp_path, manifest.iloc[:2], cache=shared, model_gsd=0.2)
+    fold_b = TileDataset(tmp_path, manifest.iloc[1:], cache=shared, model_gsd=0.2)
+    final = TileDataset(tmp_path, manifest, cache=shared, model_gsd=0.2)
+    items = [ds[i] for ds in (fold_a, fold_b, final) for i in range(len(ds))]
+    assert sorted(reads) == sorted(manifest["tile_id"]) and len(shared) == 3
+    # what a shared entry gives is what a dataset of its own decodes
+    np.testing.assert_array_equal(items[-1]["target"], TileDataset(tmp_path, manifest, model_gsd=0.2)[2]["target"])
+    # another resolution or gap weight is another entry, never a stale one
+    TileDataset(tmp_path, manifest.iloc[:1], cache=shared, model_gsd=0.4)[0]
+    TileDataset(tmp_path, manifest.iloc[:1], cache=shared, model_gsd=0.2, gap_weight=2.0)[0]
+    assert len(shared) == 5 and len(reads) == 6
