@@ -122,6 +122,9 @@ PROFILES: dict[str, TrainProfile] = {
         steps_per_epoch=95,
         patience=3,
         tile_size=256,
+        # 64-px crops in batches of 16 (about the same pixels a step, twice the tiles): 96 fresh lots, equal
+        # steps, free IoU 0.607 -> 0.620, count error 2.58 -> 2.46, holdout 0.696 -> 0.694; one pair, within
+        # what a second seed moved, so not adopted
         crop_size=96,
         model_gsd=0.2,
         max_val_tiles=32,
@@ -141,7 +144,8 @@ PROFILES: dict[str, TrainProfile] = {
         # in all. 470 s leaves the slow machine ~40 s of its 10 minutes for the 8-pass holdout, drift
         # reference and gate (38 s on the fast machine). With RegNetX and bf16 on a slow AMX machine: tuning
         # 69 s, a 401-s fit of 4,254 steps, 554 s in all (free IoU 0.733; MobileNetV2 there: 0.695, 571 s); on
-        # an AMD EPYC with AVX-512 BF16: tuning 57 s, a 413-s fit of 5,449 steps, 568 s in all
+        # an AMD EPYC with AVX-512 BF16: tuning 57 s, a 413-s fit of 5,449 steps, 568 s in all; on an AVX2-only
+        # EPYC (Zen 1, fp32): tuning 99-124 s, fits of 347-371 s and 1,634-2,285 steps, as its pace varied
         train_budget_s=470.0,
         arch="unet",
         # Stride 16, not 32: MobileNetV2's deepest stage (1280 channels at 3 x 3 px) feeds a 1376-channel

@@ -90,6 +90,7 @@ def use_cpu_bf16(mode: str) -> bool:
 
 
 def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
+    # not torch.compile: on 2 AVX2 cores the demo's step stayed at 150 ms (147 eager) after an 86-s build
     model = model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
