@@ -124,7 +124,9 @@ class TileDataset(Dataset):
         if self.gap_weight < 1.0:
             raise ValueError(f"gap_weight must be >= 1 (1: no emphasis), got {gap_weight}")
         self.transform = transform
-        self._cache: TileCache | None = ({} if cache else None) if isinstance(cache, bool) else cache
+        if isinstance(cache, bool):
+            cache = {} if cache else None
+        self._cache: TileCache | None = cache
 
     def __len__(self) -> int:
         return len(self.tile_ids)

@@ -235,7 +235,7 @@ def test_a_resumed_study_runs_only_the_missing_trials(world, trained):
 
 def test_a_profile_cv_objective_is_what_the_study_maximises(world, monkeypatch):
     """The demo profile scores folds on free_ap: the trial's value must be that mean, not free F1's. The
-    folds validate without the package's test-time augmentation, on tiles decoded once for the whole run."""
+    folds validate without the package's test-time augmentation, on tiles from the run's shared cache."""
     import dataclasses
 
     import optuna
@@ -258,7 +258,8 @@ def test_a_profile_cv_objective_is_what_the_study_maximises(world, monkeypatch):
     with mlflow.start_run(run_name="cv-objective-check"):
         run_study(settings, data, profile, n_trials=1, progress=False)
     assert len(validators) == len(cv_folds(data.manifest)) and {c.tta for c in validators} == {"none"}
-    # every training tile met by a fold model is decoded once into the run's cache, none of the holdout
+    # the fold models read their tiles through the run's cache (once each: see the dataset's unit test), and
+    # no holdout tile enters it
     decoded = {key[0] for key in data.decoded}
     assert decoded and decoded <= set(training_rows(data.manifest)["tile_id"])
     study = optuna.load_study(study_name=study_name(settings, data.version, profile), storage=settings.optuna_storage)
