@@ -28,6 +28,9 @@ Status = Literal["free", "occupied"]
 AnnotationKind = Literal["mask", "geojson", "coco"]
 CLASS_IDS: dict[str, int] = {"free": 1, "occupied": 2}
 IGNORE_VALUE = 255
+# a stall less than this share of which lies inside an image (the generator's rule) or a tile (preprocessing's)
+# is ignored there: a sliver of a stall is not a space anyone can count or judge
+MIN_INSIDE = 0.30
 VALID_MASK_VALUES = frozenset({0, 1, 2, 255})
 COCO_CATEGORIES: dict[str, Status] = {
     "free_space": "free",

@@ -11,8 +11,11 @@ Output (the training contract)::
 
 Tiling: windows of ``tile_size`` with stride ``tile_size - tile_overlap``; the last row/column is aligned to the
 image's edge (it overlaps more) so no pixel is dropped; an image smaller than a tile is padded bottom/right
-(image 0, mask 255). Resampling (``target_gsd``): images with a known gsd are scaled by gsd / target_gsd
-(area interpolation for pixels, nearest for masks); images without a gsd are kept as they are.
+(image 0, mask 255). A space (a component of class 1 or 2) less than ``MIN_INSIDE`` of whose pixels fall
+inside a tile is ignored (255) in that tile, and so is its stall polygon: the synthetic generator's rule for
+stalls cut by the image edge, applied to the tile's edges (a 1-px sliver of a stall had counted as a space in
+the tile's truth, which no model should find). Resampling (``target_gsd``): images with a known gsd are scaled
+by gsd / target_gsd (area interpolation for pixels, nearest for masks); images without a gsd are kept as they are.
 
 ``version`` = the first 12 hex digits of sha256 over the sorted (image sha, label sha, stalls key) triples and
 the config, so the same raw data and settings give the same version and a re-run writes nothing.
@@ -30,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 from parking_ml.data.annotations import (
+    IGNORE_VALUE,
+    MIN_INSIDE,
     ImageGeo,
     Stall,
     read_label,
@@ -46,7 +51,8 @@ from parking_ml.lake import Lake
 log = logging.getLogger(__name__)
 
 # bump when tiling/resampling code changes what a given config produces
-SCHEMA = 1
+# 2: spaces cut to a sliver by a tile's edge are ignored in that tile
+SCHEMA = 2
 
 TILE_COLUMNS = [
     "tile_id",
@@ -147,13 +153,50 @@ def _components(binary: np.ndarray) -> int:
     return int(n - 1)
 
 
+def space_labels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H x W int32 labels, areas) of the spaces of a whole image's mask: the 8-connected components of class 1
+    and of class 2, numbered apart (0: no space); ``areas[k]`` is component k's pixel count."""
+    import cv2
+
+    n_free, labels = cv2.connectedComponents((mask == 1).view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    n_occ, occupied = cv2.connectedComponents((mask == 2).view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    if n_occ > 1:
+        labels = np.where(occupied > 0, occupied + (n_free - 1), labels)
+    return labels, np.bincount(labels.ravel(), minlength=n_free + n_occ - 1)
+
+
+def cut_tile(mask: np.ndarray, spaces: tuple[np.ndarray, np.ndarray], x0: int, y0: int, size: int) -> np.ndarray:
+    """The size x size mask of the window at (x0, y0): 255 past the image's bottom/right edge, and 255 on every
+    space (see ``space_labels``) of which less than MIN_INSIDE lies inside the window."""
+    labels, areas = spaces
+    h, w = mask.shape
+    ch, cw = min(size, h - y0), min(size, w - x0)
+    tile = np.full((size, size), IGNORE_VALUE, np.uint8)
+    tile[:ch, :cw] = mask[y0 : y0 + ch, x0 : x0 + cw]
+    window = labels[y0 : y0 + ch, x0 : x0 + cw]
+    inside = np.bincount(window.ravel(), minlength=len(areas))
+    cut = inside < MIN_INSIDE * areas
+    cut[0] = False
+    if cut[window].any():
+        tile[:ch, :cw][cut[window]] = IGNORE_VALUE
+    return tile
+
+
 def _tile_stalls(stalls: list[Stall], x0: int, y0: int, size: int) -> list[Stall]:
+    """The stalls touching the window, in its coordinates; one less than MIN_INSIDE of whose area lies inside
+    the window is ignored there (as its pixels are, by ``cut_tile``)."""
+    from shapely.geometry import Polygon, box
+
+    window = box(x0 - 0.5, y0 - 0.5, x0 + size - 0.5, y0 + size - 0.5)
     out = []
     for s in stalls:
         xs, ys = s.polygon[:, 0], s.polygon[:, 1]
         if xs.max() < x0 or ys.max() < y0 or xs.min() > x0 + size - 1 or ys.min() > y0 + size - 1:
             continue
-        out.append(Stall(s.polygon - np.array([x0, y0], np.float64), s.status, s.ignore))
+        # a polygon clipped to a line by the image edge has no area to share out: it stays as it was
+        shape = Polygon(s.polygon).buffer(0) if len(s.polygon) >= 3 else None
+        cut = bool(shape is not None and shape.area > 0 and shape.intersection(window).area < MIN_INSIDE * shape.area)
+        out.append(Stall(s.polygon - np.array([x0, y0], np.float64), s.status, s.ignore or cut))
     return out
 
 
@@ -197,14 +240,13 @@ def preprocess(lake: Lake, config: PreprocessConfig, progress: bool = False) -> 
             rgb, mask, stalls = _resample(rgb, mask, stalls, gsd / config.target_gsd)
             gsd = config.target_gsd
         h, w = mask.shape
+        spaces = space_labels(mask)
         for y0 in tile_starts(h, size, config.tile_overlap):
             for x0 in tile_starts(w, size, config.tile_overlap):
                 tile_rgb = np.zeros((size, size, 3), np.uint8)
-                tile_mask = np.full((size, size), 255, np.uint8)
                 crop = (slice(y0, min(y0 + size, h)), slice(x0, min(x0 + size, w)))
-                ch, cw = crop[0].stop - y0, crop[1].stop - x0
-                tile_rgb[:ch, :cw] = rgb[crop]
-                tile_mask[:ch, :cw] = mask[crop]
+                tile_rgb[: crop[0].stop - y0, : crop[1].stop - x0] = rgb[crop]
+                tile_mask = cut_tile(mask, spaces, x0, y0, size)
                 tile_id = f"{row.sha256[:16]}_{y0:05d}_{x0:05d}"
                 lake.write_bytes(f"{prefix}/tiles/{tile_id}.png", encode_png(tile_rgb))
                 lake.write_bytes(f"{prefix}/masks/{tile_id}.png", encode_png(tile_mask))

@@ -54,13 +54,13 @@ import cv2
 import numpy as np
 
 from parking_ml.data import synth_render as render
+from parking_ml.data.annotations import MIN_INSIDE
 from parking_ml.data.synth_layout import Site, build_site, sample_gsd, shrink_convex
 
 logger = logging.getLogger(__name__)
 
 STYLES = render.STYLES
 FREE, OCCUPIED, IGNORE = 1, 2, 255
-MIN_INSIDE = 0.30
 MAX_CANOPY = 0.50
 SHRINK_M = 0.30
 SHRINK_MIN_PX = 2.0

@@ -9,8 +9,17 @@ import cv2
 import numpy as np
 import pytest
 
+from parking_ml.data.annotations import MIN_INSIDE
 from parking_ml.data.ingest import ingest, read_raw_manifest
-from parking_ml.data.preprocess import TILE_COLUMNS, PreprocessConfig, preprocess, tile_starts
+from parking_ml.data.preprocess import (
+    TILE_COLUMNS,
+    PreprocessConfig,
+    _tile_stalls,
+    cut_tile,
+    preprocess,
+    space_labels,
+    tile_starts,
+)
 from parking_ml.data.processed import latest_version, load_manifest, materialize
 from parking_ml.data.splits import HOLDOUT_FOLD, assign_folds, holdout_sites, site_unit, split_sites
 from parking_ml.lake import Lake
@@ -145,6 +154,42 @@ def test_small_image_is_padded_with_ignore_and_resampling(lake):
     assert len(m2) == 4 and (m2["gsd"] == 0.1).all()
     assert sorted(set(m2["x0"])) == [0, 112] and sorted(set(m2["y0"])) == [0, 32]
     assert m2["free_spaces"].sum() >= mask.max()  # stalls survive nearest resampling
+
+
+def test_a_space_cut_to_a_sliver_by_the_tile_edge_is_ignored_in_that_tile():
+    from parking_ml.data.annotations import Stall
+
+    _, mask, stalls = scene(80, seed=1, width=120)  # 15 x 20 px stalls at x = 4, 23, 42, 61, 80, 99
+    mask[60:70, 0:10] = 2  # an occupied block touching nothing
+    mask[60:70, 10:20] = 1  # and a free one beside it: its own space, not part of the occupied one
+    spaces = space_labels(mask)
+    for x0 in (0, 56):
+        tile = cut_tile(mask, spaces, x0, 16, 64)
+        assert tile.shape == (64, 64)
+        for st in stalls:
+            sx0, sy0, sx1, sy1 = st["rect"]
+            cols = max(0, min(sx1, x0 + 63) - max(sx0, x0) + 1)
+            if cols == 0:
+                continue
+            share = cols / (sx1 - sx0 + 1)
+            seen = tile[sy0 - 16 : sy1 - 16 + 1, max(sx0, x0) - x0 : min(sx1, x0 + 63) - x0 + 1]
+            value = 1 if st["status"] == "free" else 2
+            expected = 255 if share < MIN_INSIDE else value
+            assert (seen == expected).all(), (x0, st, share)
+    # the stalls at x = 61..75 (3 of 15 columns in the first tile) and 42..56 (1 column in the second) are cut
+    first, second = cut_tile(mask, spaces, 0, 16, 64), cut_tile(mask, spaces, 56, 16, 64)
+    assert (first[4:24, 61:64] == 255).all() and (second[4:24, 0] == 255).all()
+    assert (first[44:54, 0:10] == 2).all() and (first[44:54, 10:20] == 1).all()  # whole blocks stay
+    padded = cut_tile(mask, spaces, 100, 40, 64)  # past the image's bottom-right corner
+    assert (padded[40:, :] == 255).all() and (padded[:, 20:] == 255).all()
+    # the same rule for the stall polygons, by area
+    polys = [
+        Stall(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float), "free")
+        for x0, y0, x1, y1 in [st["rect"] for st in stalls]
+    ]
+    kept = {float(s.polygon[0, 0] + 56): s.ignore for s in _tile_stalls(polys, 56, 16, 64)}
+    assert kept[42.0] is True and kept[61.0] is False and kept[99.0] is False
+    assert _tile_stalls([Stall(np.array([[60.0, 20.0], [70.0, 20.0]]), "free")], 56, 16, 64)[0].ignore is False
 
 
 def test_materialize_local_is_in_place(lake, tmp_path):
