@@ -15,7 +15,7 @@ import typer
 PIPELINE = ["parking_ingest", "parking_preprocess", "parking_train", "parking_promote"]
 
 
-def _upload_batch(settings, batch: str, n: int, seed: int, size: int, gsd: tuple[float, float], passes: int = 2) -> int:
+def _upload_batch(settings, batch: str, n: int, seed: int, size: int, gsd: tuple[float, float], passes: int = 1) -> int:
     """Generate a synthetic batch and put it under landing/<batch>/ (local folder or S3 alike)."""
     import tempfile
     from pathlib import Path
@@ -99,9 +99,9 @@ def _print_links(console, settings, api_url: str) -> None:
 
 
 def demo(
-    n: int = typer.Option(96, help="synthetic images in the landing batch"),
+    n: int = typer.Option(384, help="synthetic images in the landing batch"),
     passes: int = typer.Option(
-        2,
+        1,
         min=1,
         help="images per site (passes over the same lot); fewer passes, more sites: the model meets more lots",
     ),
