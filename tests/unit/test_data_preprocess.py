@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from parking_ml.data.annotations import MIN_INSIDE
+from parking_ml.data.annotations import MIN_INSIDE, Stall
 from parking_ml.data.ingest import ingest, read_raw_manifest
 from parking_ml.data.preprocess import (
     TILE_COLUMNS,
@@ -157,11 +157,11 @@ def test_small_image_is_padded_with_ignore_and_resampling(lake):
 
 
 def test_a_space_cut_to_a_sliver_by_the_tile_edge_is_ignored_in_that_tile():
-    from parking_ml.data.annotations import Stall
-
     _, mask, stalls = scene(80, seed=1, width=120)  # 15 x 20 px stalls at x = 4, 23, 42, 61, 80, 99
-    mask[60:70, 0:10] = 2  # an occupied block touching nothing
-    mask[60:70, 10:20] = 1  # and a free one beside it: its own space, not part of the occupied one
+    # an occupied block inside the first tile and a free one touching it that only 2 of its 12 columns put
+    # there: separate spaces, so the free one is cut (as one space, 24 of 34 columns inside, it would stay)
+    mask[60:70, 40:62] = 2
+    mask[60:70, 62:74] = 1
     spaces = space_labels(mask)
     for x0 in (0, 56):
         tile = cut_tile(mask, spaces, x0, 16, 64)
@@ -179,7 +179,9 @@ def test_a_space_cut_to_a_sliver_by_the_tile_edge_is_ignored_in_that_tile():
     # the stalls at x = 61..75 (3 of 15 columns in the first tile) and 42..56 (1 column in the second) are cut
     first, second = cut_tile(mask, spaces, 0, 16, 64), cut_tile(mask, spaces, 56, 16, 64)
     assert (first[4:24, 61:64] == 255).all() and (second[4:24, 0] == 255).all()
-    assert (first[44:54, 0:10] == 2).all() and (first[44:54, 10:20] == 1).all()  # whole blocks stay
+    assert (first[44:54, 40:62] == 2).all() and (first[44:54, 62:64] == 255).all()
+    # and in the second tile the other way round: 6 of the occupied block's 22 columns (27 %) are cut
+    assert (second[44:54, 0:6] == 255).all() and (second[44:54, 6:18] == 1).all()
     padded = cut_tile(mask, spaces, 100, 40, 64)  # past the image's bottom-right corner
     assert (padded[40:, :] == 255).all() and (padded[:, 20:] == 255).all()
     # the same rule for the stall polygons, by area
