@@ -170,8 +170,10 @@ PROFILES: dict[str, TrainProfile] = {
         # A neighbourhood of the seed point: 60-step fold models rank far points wrongly. Measured with the
         # wider space of before: a ce+dice, free weight 2.47, lr 3.3e-3 trial beat the seed point on the CV
         # (free AP 0.227 vs 0.190), and its final fit scored holdout free IoU 0.608 vs 0.646, space F1 0.41 vs
-        # 0.53. MobileNetV3 left for the same reason: first at 60 steps (free AP 0.28 vs 0.18), slower and
-        # worse when fitted (external-set free IoU 0.557 vs 0.602 at equal steps). `full` searches widely.
+        # 0.53 (that trial's far learning rate and free weight, not its loss: ce+dice at the seed point is the
+        # demo's loss now, see losses below). MobileNetV3 left for the same reason: first at 60 steps (free AP
+        # 0.28 vs 0.18), slower and worse when fitted (external-set free IoU 0.557 vs 0.602 at equal steps).
+        # `full` searches widely.
         # The stride-16 net takes a higher peak learning rate: 1,900 steps, holdout free IoU 0.659 / 0.683 /
         # 0.688 at lr 6e-3 / 9e-3 / 1.3e-2 (space F1 0.643 / 0.661 / 0.672), so the seed point sits at 1.1e-2.
         # RegNetX-200MF, not MobileNetV2: grouped 3 x 3 convs instead of depthwise ones, which train slowly on a
