@@ -30,6 +30,10 @@ class TrainProfile:
     arch: str
     decoder_channels: tuple[int, ...] | None
     space: SearchSpace
+    # the U-Net decoder where the network trains in fp32 on a CPU without bf16 hardware (None: decoder_channels):
+    # there a step costs what its arithmetic does, on a bf16 CPU or a GPU mostly per-op overhead, so the width
+    # that pays on one halves the steps of the other (see decoder_for and the demo's measurements)
+    fp32_cpu_decoder_channels: tuple[int, ...] | None = None
     # encoder stages the network uses (output stride 2**depth); a U-Net's decoder_channels has one width each
     encoder_depth: int = 5
     # steps per final-fit epoch (None: one pass over the training tiles); a fixed count makes the profile a
@@ -54,10 +58,11 @@ class TrainProfile:
     cv_objective: str | None = None
     # loss weight of the background between neighbouring spaces (1: none); see dataset.emphasise_gaps
     gap_weight: float = 1.0
-    # wall-clock budget (s) of tuning and the final fit together (None: the planned steps, however long).
-    # The final fit gets what tuning left of it (see final_fit_budget): its epochs after the second are
-    # re-sized to end within that, shorter on a slow machine and up to the planned steps on a fast one,
-    # and the run records the steps it got
+    # wall-clock budget (s) of the whole training stage: tuning, the final fit and the holdout and drift-reference
+    # inference after it (None: the planned steps, however long). The final fit gets what tuning left of it,
+    # less the inference after it as timed on a few holdout tiles before the fit (see final_fit_budget): its
+    # epochs after the second are re-sized to end within that, shorter on a slow machine and up to the
+    # planned steps on a fast one, and the run records the steps it got
     train_budget_s: float | None = None
     # trials that start with these parameters before TPE takes over (a known-good point)
     seed_params: dict = field(default_factory=dict)
@@ -69,16 +74,25 @@ class TrainProfile:
         return asdict(self)
 
 
-# the final fit keeps at least this share of the training budget whatever tuning took: a trial that starts
-# just before tuning_budget_s runs to its end, and a fit of a few seconds would register noise
-MIN_FIT_SHARE = 0.5
+def decoder_for(profile: TrainProfile, fp32_cpu: bool) -> tuple[int, ...] | None:
+    """The decoder widths this machine trains: ``fp32_cpu`` is a CPU without bf16 hardware (or with it off)."""
+    if fp32_cpu and profile.fp32_cpu_decoder_channels is not None:
+        return profile.fp32_cpu_decoder_channels
+    return profile.decoder_channels
 
 
-def final_fit_budget(profile: TrainProfile, tuning_s: float) -> float | None:
-    """Seconds the final fit may take after ``tuning_s`` of tuning (None: no budget, the planned steps)."""
+# the final fit keeps at least this share of the training budget whatever tuning and the inference after the
+# fit take: a trial that starts just before tuning_budget_s runs to its end, and a fit of a few seconds would
+# register noise
+MIN_FIT_SHARE = 0.4
+
+
+def final_fit_budget(profile: TrainProfile, tuning_s: float, after_fit_s: float = 0.0) -> float | None:
+    """Seconds the final fit may take after ``tuning_s`` of tuning, leaving ``after_fit_s`` for the holdout,
+    drift-reference and packaging work after it (None: no budget, the planned steps)."""
     if profile.train_budget_s is None:
         return None
-    return max(profile.train_budget_s * MIN_FIT_SHARE, profile.train_budget_s - tuning_s)
+    return max(profile.train_budget_s * MIN_FIT_SHARE, profile.train_budget_s - tuning_s - after_fit_s)
 
 
 PROFILES: dict[str, TrainProfile] = {
@@ -148,8 +162,12 @@ PROFILES: dict[str, TrainProfile] = {
         # reference and gate (38 s on the fast machine). With RegNetX and bf16 on a slow AMX machine: tuning
         # 69 s, a 401-s fit of 4,254 steps, 554 s in all (free IoU 0.733; MobileNetV2 there: 0.695, 571 s); on
         # an AMD EPYC with AVX-512 BF16: tuning 57 s, a 413-s fit of 5,449 steps, 568 s in all; on an AVX2-only
-        # EPYC (Zen 1, fp32): tuning 99-124 s, fits of 347-371 s and 1,634-2,285 steps, as its pace varied
-        train_budget_s=470.0,
+        # EPYC (Zen 1, fp32): tuning 99-124 s, fits of 347-371 s and 1,634-2,285 steps, as its pace varied.
+        # That budget left out the inference after the fit: on an AVX2-only EPYC with the wider decoder below,
+        # tuning 149 s, fit 321 s and 165 s after it (the 8-view holdout and drift reference) made a 636-s
+        # training stage. The budget now covers the whole stage, timing that inference before the fit (on a
+        # fast machine it took 77 s after a 431-s fit, so 560 leaves such a fit its time)
+        train_budget_s=560.0,
         arch="unet",
         # Stride 16, not 32: MobileNetV2's deepest stage (1280 channels at 3 x 3 px) feeds a 1376-channel
         # decoder conv whose backward pass alone took 30 ms of a 234-ms step, for context a 12 x 25 px stall
@@ -167,6 +185,13 @@ PROFILES: dict[str, TrainProfile] = {
         # 0.764 / 1.13, and the train stage over 10 minutes (619 s). RegNetX-400MF with this decoder: 7,031
         # steps, 0.796 / 0.92, within noise of RegNetX-200MF and 14 % slower a step, so not adopted
         decoder_channels=(128, 64, 32, 16),
+        # On a CPU without bf16 hardware the wide decoder costs what its arithmetic does: on 2 cores of an
+        # AVX2-only EPYC (fp32) a bare step took 257-284 ms against 120-150 ms with (64, 32, 16, 8) (14.7 against
+        # 5.5 GFLOP a step). Same data, 280-s fits there, 96 fresh lots served without TTA: (128, 64, 32, 16) 875
+        # steps, free IoU 0.441, count error 4.03; (128, 64, 16, 8) 1,153 steps, 0.494 / 4.19; (64, 32, 16, 8)
+        # 1,524 steps, 0.538 / 3.22; (48, 24, 12, 8) 1,629 steps, 0.566 / 3.16 (4.2 GFLOP); (32, 16, 8, 8) 1,544
+        # steps, 0.557 / 3.04. (64, 32, 16, 8) at 0.25 m/px on 80-px crops: 1,889 steps, 0.525 / 4.10
+        fp32_cpu_decoder_channels=(48, 24, 12, 8),
         # A neighbourhood of the seed point: 60-step fold models rank far points wrongly. Measured with the
         # wider space of before: a ce+dice, free weight 2.47, lr 3.3e-3 trial beat the seed point on the CV
         # (free AP 0.227 vs 0.190), and its final fit scored holdout free IoU 0.608 vs 0.646, space F1 0.41 vs

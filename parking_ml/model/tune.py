@@ -24,7 +24,7 @@ import pandas as pd
 
 from parking_ml.config import Settings
 from parking_ml.model.metrics import LOWER_IS_BETTER
-from parking_ml.model.profiles import SearchSpace, TrainProfile, final_fit_budget, get_profile
+from parking_ml.model.profiles import SearchSpace, TrainProfile, decoder_for, final_fit_budget, get_profile
 
 if TYPE_CHECKING:  # the dataset module imports torch; importing this one stays torch-free (it loads lazily)
     from parking_ml.data.dataset import TileCache
@@ -244,6 +244,14 @@ def fit_config(
     )
 
 
+def decoder_channels(profile: TrainProfile, settings: Settings) -> tuple[int, ...] | None:
+    """The profile's decoder for the device and precision these settings train with (see decoder_for)."""
+    from parking_ml.model.train import resolve_device, use_cpu_bf16
+
+    fp32_cpu = resolve_device(settings.device).type == "cpu" and not use_cpu_bf16(settings.cpu_bf16)
+    return decoder_for(profile, fp32_cpu)
+
+
 def new_model(params: dict, profile: TrainProfile, settings: Settings):
     from parking_ml.model.network import build_model
 
@@ -252,7 +260,7 @@ def new_model(params: dict, profile: TrainProfile, settings: Settings):
         str(params["encoder"]),
         settings.encoder_weights,
         3,
-        profile.decoder_channels,
+        decoder_channels(profile, settings),
         encoder_depth=profile.encoder_depth,
     )
 
@@ -575,6 +583,43 @@ def preprocess_config(profile: TrainProfile, settings: Settings, rows: pd.DataFr
     )
 
 
+# The work after the fit on 2 AVX2 cores (demo, 675 holdout and 200 reference tiles): 104 s, of which 68 s of
+# served predictions, where the untrained probe's pace said 55 s (a trained model's maps hold more spaces to
+# trace and score), and ~30 s of scoring, figures, MLflow logging and registration whatever the tiles
+TRAINED_PACE_FACTOR = 1.25
+AFTER_FIT_FIXED_S = 30.0
+
+
+def after_fit_estimate_s(
+    model: Any, serving: Any, root: Path, rows: pd.DataFrame, n_tiles: int, threads: int, probes: int = 2
+) -> float:
+    """Wall seconds the work after the final fit will take: the ONNX export and parity check, timed on this
+    (untrained) network, and ``n_tiles`` tiles of served inference (its test-time augmentation included) at
+    the pace of ``probes`` tiles of ``rows`` after a warm-up one (times TRAINED_PACE_FACTOR), plus
+    AFTER_FIT_FIXED_S. Inference costs the
+    same whatever the weights, so a machine too slow for the planned fit in its budget gives the fit less
+    time instead of overrunning it (the dihedral holdout took 140 s of a 636-s training stage on 2 AVX2 cores)."""
+    from parking_ml.data.dataset import read_tile
+    from parking_ml.inference import OnnxSegmenter, predict
+    from parking_ml.model.package import build_package
+
+    with tempfile.TemporaryDirectory(prefix="parking-probe-") as tmp:
+        t0 = time.perf_counter()
+        build_package(model, serving, Path(tmp), None, serving.tile_size)
+        segmenter = OnnxSegmenter.from_dir(Path(tmp), threads=threads)
+        export_s = time.perf_counter() - t0
+        sample = rows.head(probes + 1)
+        paces = []
+        for row in sample.itertuples(index=False):
+            rgb, _ = read_tile(root, str(row.tile_id))
+            gsd = getattr(row, "gsd", None)
+            t1 = time.perf_counter()
+            predict(segmenter, rgb, image_gsd=float(gsd) if gsd is not None and pd.notna(gsd) else None)
+            paces.append(time.perf_counter() - t1)
+    per_tile = float(np.median(paces[1:])) if len(paces) > 1 else (paces[0] if paces else 0.0)
+    return export_s + per_tile * TRAINED_PACE_FACTOR * n_tiles + AFTER_FIT_FIXED_S
+
+
 def final_fit(
     settings: Settings,
     data: ProcessedData,
@@ -583,11 +628,12 @@ def final_fit(
     cv: dict,
     name: str,
     progress: bool = True,
-    time_budget_s: float | None = None,
+    tuning_s: float = 0.0,
 ) -> TrainOutcome:
     """Fit on all training folds, package + evaluate on the holdout through the serving code, register.
 
-    ``time_budget_s``: wall seconds the fit may take (None: the profile's planned steps, however long)."""
+    ``tuning_s``: seconds tuning took of the profile's train_budget_s; the fit gets the rest, less the inference
+    after it (see after_fit_estimate_s)."""
     import mlflow
 
     from parking_ml.model import evaluation
@@ -601,17 +647,37 @@ def final_fit(
     train_rows = training_rows(data.manifest)
     hold_rows = holdout_rows(data.manifest)
     with mlflow.start_run(run_name="final-fit", nested=True, tags={"run_kind": "final_fit", "optuna_study": name}):
+        seed_everything(settings.seed)
+        model = new_model(params, profile, settings)
+        serving = preprocess_config(profile, settings, train_rows, data.root)
+        ref_rows = evenly_spaced(train_rows, REFERENCE_MAX_TILES)
+        after_s = 0.0
+        if profile.train_budget_s is not None:
+            probe_rows = hold_rows if not hold_rows.empty else train_rows
+            after_s = after_fit_estimate_s(
+                model, serving, data.root, probe_rows, len(hold_rows) + len(ref_rows), settings.threads
+            )
+        time_budget_s = final_fit_budget(profile, tuning_s, after_s)
+        if time_budget_s is not None:
+            logger.info(
+                "final fit budget",
+                extra={
+                    "train_budget_s": profile.train_budget_s,
+                    "tuning_s": round(tuning_s, 1),
+                    "after_fit_estimate_s": round(after_s, 1),
+                    "fit_s": round(time_budget_s, 1),
+                },
+            )
         mlflow.log_params(
             {
                 **params,
                 "epochs": profile.final_epochs,
                 "train_tiles": len(train_rows),
                 "time_budget_s": None if time_budget_s is None else round(time_budget_s, 1),
+                "after_fit_estimate_s": round(after_s, 1),
                 "cpu_bf16": bf16 and device.type == "cpu",
             }
         )
-        seed_everything(settings.seed)
-        model = new_model(params, profile, settings)
         loader = make_loader(
             data.root,
             train_rows,
@@ -646,7 +712,6 @@ def final_fit(
         with tempfile.TemporaryDirectory(prefix="parking-final-") as tmp:
             tmp_dir = Path(tmp)
             pkg = tmp_dir / "package"
-            serving = preprocess_config(profile, settings, train_rows, data.root)
             info = build_package(model.cpu(), serving, pkg, None, profile.tile_size)
             holdout: dict = {}
             if hold_rows.empty:
@@ -661,7 +726,6 @@ def final_fit(
                 mlflow.log_artifact(str(tmp_dir / "overlays.png"))
                 mlflow.log_artifact(str(tmp_dir / "confusion_matrix.png"))
                 mlflow.log_metrics(scalar_metrics(holdout, prefix="holdout_"))
-            ref_rows = evenly_spaced(train_rows, REFERENCE_MAX_TILES)
             train_items = evaluation.predict_tiles(
                 pkg, data.root, ref_rows, settings.threads, progress, keep_free_prob=False
             )
@@ -740,7 +804,7 @@ def tune_and_register(
                 # the network's shape: with the trial's encoder, what rebuilds its architecture
                 "arch": profile.arch,
                 "encoder_depth": profile.encoder_depth,
-                "decoder_channels": json.dumps(profile.decoder_channels),
+                "decoder_channels": json.dumps(decoder_channels(profile, settings)),
                 "gap_weight": profile.gap_weight,
                 "train_budget_s": profile.train_budget_s,
                 "tta": profile.tta,
@@ -754,17 +818,7 @@ def tune_and_register(
         study, ran = run_study(settings, data, profile, n_trials, progress)
         tune_s = time.perf_counter() - t0
         params, cv = best_params_of(study, profile)
-        budget = final_fit_budget(profile, tune_s)
-        if budget is not None:
-            logger.info(
-                "final fit budget",
-                extra={
-                    "train_budget_s": profile.train_budget_s,
-                    "tuning_s": round(tune_s, 1),
-                    "fit_s": round(budget, 1),
-                },
-            )
-        outcome = final_fit(settings, data, profile, params, cv, name, progress, time_budget_s=budget)
+        outcome = final_fit(settings, data, profile, params, cv, name, progress, tuning_s=tune_s)
     outcome.trials_run = ran
     outcome.timings_s["tuning"] = round(tune_s, 2)
     logger.info("registered challenger", extra={"version": outcome.model_version, "study": name})

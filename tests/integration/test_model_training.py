@@ -172,11 +172,13 @@ def test_runs_nest_study_trials_folds_and_register_a_challenger(world, trained):
     assert final.data.tags["mlflow.parentRunId"] == study.info.run_id
     artifacts = {a.path for a in client.list_artifacts(final.info.run_id)}
     assert {"eval.json", "learning_curves.png", "overlays.png", "confusion_matrix.png"} <= artifacts
-    # the fit's budget is what tuning left of the training budget; smoke's hour never binds, so the fit ran
-    # every planned step, and the run says how many
+    # the fit's budget is what tuning and the timed estimate of the inference after the fit left of the
+    # training budget; smoke's hour never binds, so the fit ran every planned step, and the run says how many
     smoke = get_profile("smoke")
     fit_budget = float(final.data.params["time_budget_s"])
-    assert fit_budget == pytest.approx(smoke.train_budget_s - trained["timings_s"]["tuning"], abs=0.5)
+    after_fit = float(final.data.params["after_fit_estimate_s"])
+    assert after_fit > 0
+    assert fit_budget == pytest.approx(smoke.train_budget_s - trained["timings_s"]["tuning"] - after_fit, abs=0.5)
     planned = smoke.final_epochs * smoke.steps_per_epoch
     assert final.data.metrics["final_fit_steps"] == final.data.metrics["final_fit_planned_steps"] == planned
     assert trained["final_fit_steps"] == trained["final_fit_planned_steps"] == planned

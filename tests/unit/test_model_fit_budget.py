@@ -43,6 +43,61 @@ def test_the_final_fit_gets_what_tuning_left_of_the_training_budget():
     assert final_fit_budget(dataclasses.replace(profile, train_budget_s=None), 100.0) is None
 
 
+def test_the_final_fit_leaves_time_for_the_inference_after_it():
+    profile = dataclasses.replace(get_profile("demo"), train_budget_s=500.0)
+    # 100 s of tuning and 150 s of holdout and drift-reference inference leave the fit 250 s of the stage's 500
+    assert final_fit_budget(profile, 100.0, 150.0) == 250.0
+    # a machine so slow that tuning and inference would eat the budget still fits for the minimum share
+    assert final_fit_budget(profile, 200.0, 400.0) == 500.0 * MIN_FIT_SHARE
+
+
+def test_the_inference_after_the_fit_is_estimated_from_timed_tiles(tmp_path, monkeypatch):
+    """after_fit_estimate_s exports the (untrained) network and times served predictions on a few tiles: a
+    machine twice as slow per tile gets twice the per-tile share, the export and fixed costs on top."""
+    import cv2
+    import pandas as pd
+
+    from parking_ml import inference
+    from parking_ml.inference import PreprocessConfig
+    from parking_ml.model import tune
+
+    for sub in ("tiles", "masks"):
+        (tmp_path / sub).mkdir()
+    ids = [f"t{i}" for i in range(4)]
+    for tile_id in ids:
+        cv2.imwrite(str(tmp_path / "tiles" / f"{tile_id}.png"), np.full((64, 64, 3), 90, np.uint8))
+        cv2.imwrite(str(tmp_path / "masks" / f"{tile_id}.png"), np.zeros((64, 64), np.uint8))
+    rows = pd.DataFrame({"tile_id": ids, "gsd": [0.1] * 4})
+    config = PreprocessConfig(tile_size=64, overlap=16, gsd=0.1)
+    model = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1))
+    real_predict = inference.predict
+    seconds_per_tile = {"value": 0.0}
+    calls: list[int] = []
+
+    def timed_predict(*args, **kwargs):
+        calls.append(1)
+        time.sleep(seconds_per_tile["value"])
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "predict", timed_predict)
+    estimates = {}
+    for pace in (0.05, 0.1):
+        seconds_per_tile["value"] = pace
+        t0 = time.perf_counter()
+        estimates[pace] = tune.after_fit_estimate_s(model, config, tmp_path, rows, n_tiles=40, threads=1)
+        probe_s = time.perf_counter() - t0
+        # the per-tile pace of 40 tiles (a trained model's a little slower), the fixed costs, and the export as
+        # long as it took here
+        factor = tune.TRAINED_PACE_FACTOR
+        assert (
+            40 * pace * factor + tune.AFTER_FIT_FIXED_S
+            <= estimates[pace]
+            <= 40 * (pace + 0.05) * factor + tune.AFTER_FIT_FIXED_S + probe_s
+        )
+    assert len(calls) == 2 * 3  # a warm-up tile and two timed ones, per estimate
+    assert estimates[0.1] - estimates[0.05] == pytest.approx(40 * 0.05 * tune.TRAINED_PACE_FACTOR, abs=1.0)
+
+
 class _Slow(nn.Module):
     """A 1x1 conv whose forward pass sleeps: a step costs a known wall time."""
 

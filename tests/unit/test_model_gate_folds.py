@@ -45,8 +45,9 @@ def test_profiles_have_consistent_defaults():
         assert params["encoder"] in profile.space.encoders or profile.seed_params, name
         assert profile.tile_size % 32 == 0
         assert profile.tta in TTA_VIEWS, name
-        if profile.decoder_channels is not None and profile.arch == "unet":
-            assert len(profile.decoder_channels) == profile.encoder_depth, name
+        for decoder in (profile.decoder_channels, profile.fp32_cpu_decoder_channels):
+            if decoder is not None and profile.arch == "unet":
+                assert len(decoder) == profile.encoder_depth, name
         if profile.seed_params:
             # the seed trial is a point of the space TPE searches, so the two tell one story
             space, seed = profile.space, profile.seed_params
@@ -133,3 +134,24 @@ def test_a_study_is_resumed_only_under_the_same_objective(tmp_path):
     # the demo's folds rank on free_ap whatever the gate compares, so its study does not change with it
     demo = get_profile("demo")
     assert study_name(Settings(home=tmp_path, objective_metric="iou_free"), "v1", demo).endswith("-demo-free_ap")
+
+
+def test_a_cpu_without_bf16_trains_the_profiles_fp32_decoder(make_settings):
+    from parking_ml.model.profiles import decoder_for
+    from parking_ml.model.tune import decoder_channels, new_model
+
+    demo = get_profile("demo")
+    assert demo.fp32_cpu_decoder_channels is not None
+    assert decoder_for(demo, fp32_cpu=True) == demo.fp32_cpu_decoder_channels != demo.decoder_channels
+    assert decoder_for(demo, fp32_cpu=False) == demo.decoder_channels
+    # a profile without an fp32 variant trains its one decoder everywhere
+    smoke = get_profile("smoke")
+    assert decoder_for(smoke, fp32_cpu=True) == decoder_for(smoke, fp32_cpu=False) == smoke.decoder_channels
+    # the settings decide: bf16 forced off on the CPU is the fp32 machine, forced on the bf16 one
+    fp32 = make_settings(device="cpu", cpu_bf16="off")
+    assert decoder_channels(demo, fp32) == demo.fp32_cpu_decoder_channels
+    assert decoder_channels(demo, make_settings(device="cpu", cpu_bf16="on")) == demo.decoder_channels
+    # and the network built is that decoder's: its last block has the last width
+    model = new_model(dict(demo.seed_params), demo, fp32)
+    widths = [block.conv2[0].out_channels for block in model.decoder.blocks]
+    assert tuple(widths) == demo.fp32_cpu_decoder_channels
