@@ -166,7 +166,8 @@ PROFILES: dict[str, TrainProfile] = {
         # That budget left out the inference after the fit: on an AVX2-only EPYC with the wider decoder below,
         # tuning 149 s, fit 321 s and 165 s after it (the 8-view holdout and drift reference) made a 636-s
         # training stage. The budget now covers the whole stage, timing that inference before the fit (on a
-        # fast machine it took 77 s after a 431-s fit, so 560 leaves such a fit its time)
+        # fast machine it took 77 s after a 431-s fit, so 560 leaves such a fit its time). There, with the fp32
+        # decoder below: tuning 96 s, a 373-s fit of 2,392 steps, 112 s after it, 581 s in all
         train_budget_s=560.0,
         arch="unet",
         # Stride 16, not 32: MobileNetV2's deepest stage (1280 channels at 3 x 3 px) feeds a 1376-channel
