@@ -83,7 +83,8 @@ def decoder_for(profile: TrainProfile, fp32_cpu: bool) -> tuple[int, ...] | None
 
 # the final fit keeps at least this share of the training budget whatever tuning and the inference after the
 # fit take: a trial that starts just before tuning_budget_s runs to its end, and a fit of a few seconds would
-# register noise
+# register noise. 0.4, not 0.5: on 2 AVX2 cores tuning (96-149 s) and the inference after the fit (104-165 s)
+# leave the demo's fit ~300 s of its 560, and half (280 s) would bind on a machine a little slower still
 MIN_FIT_SHARE = 0.4
 
 
@@ -166,8 +167,8 @@ PROFILES: dict[str, TrainProfile] = {
         # That budget left out the inference after the fit: on an AVX2-only EPYC with the wider decoder below,
         # tuning 149 s, fit 321 s and 165 s after it (the 8-view holdout and drift reference) made a 636-s
         # training stage. The budget now covers the whole stage, timing that inference before the fit (on a
-        # fast machine it took 77 s after a 431-s fit, so 560 leaves such a fit its time). There, with the fp32
-        # decoder below: tuning 96 s, a 373-s fit of 2,392 steps, 112 s after it, 581 s in all
+        # fast machine it took 77 s after a 431-s fit, so 560 leaves such a fit its time). On the AVX2-only EPYC
+        # with the fp32 decoder below: tuning 96 s, a 373-s fit of 2,392 steps, 112 s after it, 581 s in all
         train_budget_s=560.0,
         arch="unet",
         # Stride 16, not 32: MobileNetV2's deepest stage (1280 channels at 3 x 3 px) feeds a 1376-channel
