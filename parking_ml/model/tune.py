@@ -596,10 +596,10 @@ def after_fit_estimate_s(
 ) -> float:
     """Wall seconds the work after the final fit will take: the ONNX export and parity check, timed on this
     (untrained) network, and ``n_tiles`` tiles of served inference (its test-time augmentation included) at
-    the pace of ``probes`` tiles of ``rows`` after a warm-up one (times TRAINED_PACE_FACTOR), plus
-    AFTER_FIT_FIXED_S. Inference costs the
-    same whatever the weights, so a machine too slow for the planned fit in its budget gives the fit less
-    time instead of overrunning it (the dihedral holdout took 140 s of a 636-s training stage on 2 AVX2 cores)."""
+    the pace of ``probes`` tiles of ``rows`` after a warm-up one, times TRAINED_PACE_FACTOR (a trained model's
+    maps take longer to post-process), plus AFTER_FIT_FIXED_S. The network's cost is known before it is
+    trained, so a machine too slow for the planned fit gives the fit less time instead of overrunning the
+    budget (the dihedral holdout took 140 s of a 636-s training stage on 2 AVX2 cores)."""
     from parking_ml.data.dataset import read_tile
     from parking_ml.inference import OnnxSegmenter, predict
     from parking_ml.model.package import build_package
