@@ -34,6 +34,7 @@ from parking_ml.stack import start_local_mlflow, stop_pid
 
 GOALS = {"iou_free": (">=", 0.85), "free_count_mae": ("<=", 1.0)}
 PEER_NAME = "resnet18-native-160"
+PEER_DECODER = (128, 64, 32, 16, 8)
 
 
 def _probe_step_s(encoder: str, crop: int, batch: int, threads: int, cpu_bf16: bool) -> float:
@@ -44,7 +45,7 @@ def _probe_step_s(encoder: str, crop: int, batch: int, threads: int, cpu_bf16: b
     from parking_ml.model.train import autocast
 
     torch.set_num_threads(threads)
-    model = build_model("unet", encoder, None, 3, (128, 64, 32, 16, 8)).to(memory_format=torch.channels_last)
+    model = build_model("unet", encoder, None, 3, PEER_DECODER).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x = torch.randn(batch, 3, crop, crop).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 3, (batch, crop, crop))
@@ -61,11 +62,30 @@ def _probe_step_s(encoder: str, crop: int, batch: int, threads: int, cpu_bf16: b
     return sorted(times[2:])[3]
 
 
-def train_peer(settings, outcome: dict) -> dict:
-    """The previous demo recipe, trained for our final fit's wall time on the same processed data."""
+def peer_profile(ours, steps: int):
+    """The peer's training profile: ours with the previous recipe's network, scale and crops, ``steps`` planned."""
     import dataclasses
     import math
 
+    per_epoch = ours.steps_per_epoch or 50
+    return dataclasses.replace(
+        ours,
+        name="peer",
+        model_gsd=None,
+        crop_size=160,
+        final_crop_size=160,
+        decoder_channels=PEER_DECODER,
+        # the peer trains its own decoder on every machine (ours may name a narrower one for fp32 CPUs)
+        fp32_cpu_decoder_channels=None,
+        encoder_depth=5,
+        final_epochs=math.ceil(steps / per_epoch),
+        steps_per_epoch=per_epoch,
+        gap_weight=1.0,
+    )
+
+
+def train_peer(settings, outcome: dict) -> dict:
+    """The previous demo recipe, trained for our final fit's wall time on the same processed data."""
     from parking_ml.model.profiles import get_profile
     from parking_ml.model.train import use_cpu_bf16
     from parking_ml.model.tune import final_fit, load_processed
@@ -76,19 +96,7 @@ def train_peer(settings, outcome: dict) -> dict:
     fit_s = float(outcome["timings_s"]["final_fit"])
     bf16 = use_cpu_bf16(settings.cpu_bf16)
     steps = max(1, int(fit_s / _probe_step_s("resnet18", 160, batch, settings.threads, bf16)))
-    per_epoch = ours.steps_per_epoch or 50
-    profile = dataclasses.replace(
-        ours,
-        name="peer",
-        model_gsd=None,
-        crop_size=160,
-        final_crop_size=160,
-        decoder_channels=(128, 64, 32, 16, 8),
-        encoder_depth=5,
-        final_epochs=math.ceil(steps / per_epoch),
-        steps_per_epoch=per_epoch,
-        gap_weight=1.0,
-    )
+    profile = peer_profile(ours, steps)
     peer_settings = settings.model_copy(update={"model_name": "bench-peer"})
     data = load_processed(peer_settings)
     import mlflow
