@@ -106,3 +106,14 @@ def airflow_home() -> Path:
         assert proc.returncode == 0, f"airflow db migrate failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         (home / ".migrated").write_text("ok")
     return home
+
+
+@pytest.fixture(scope="session")
+def bench_train():
+    """bench/train.py as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_train", REPO / "bench" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -655,12 +655,12 @@ def final_fit(
         serving = preprocess_config(profile, settings, train_rows, data.root)
         ref_rows = evenly_spaced(train_rows, REFERENCE_MAX_TILES)
         after_s = 0.0
-        if time_budget_s is None and profile.train_budget_s is not None:
-            probe_rows = hold_rows if not hold_rows.empty else train_rows
-            after_s = after_fit_estimate_s(
-                model, serving, data.root, probe_rows, len(hold_rows) + len(ref_rows), settings.threads
-            )
         if time_budget_s is None:
+            if profile.train_budget_s is not None:
+                probe_rows = hold_rows if not hold_rows.empty else train_rows
+                after_s = after_fit_estimate_s(
+                    model, serving, data.root, probe_rows, len(hold_rows) + len(ref_rows), settings.threads
+                )
             time_budget_s = final_fit_budget(profile, tuning_s, after_s)
         if time_budget_s is not None:
             logger.info(

@@ -217,15 +217,10 @@ def test_registered_package_downloads_flat_and_the_pyfunc_serves(world, trained,
     assert out["logits"].shape == (2, 3, 64, 80) and out["mask"].shape == (2, 64, 80)
 
 
-def test_the_benchmarks_peer_gets_our_final_fits_time(world, trained):
+def test_the_benchmarks_peer_gets_our_final_fits_time(world, trained, bench_train):
     """bench/train.py's peer (the previous recipe) is fitted for our final fit's wall time, not for what the
     profile's training budget would leave it; its run says so and estimates nothing."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_train", Path(__file__).parents[2] / "bench" / "train.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    peer = bench.train_peer(world["settings"], trained)
+    peer = bench_train.train_peer(world["settings"], trained)
     ours_s = trained["timings_s"]["final_fit"]
     assert peer["budget_s"] == ours_s
     assert peer["steps"] >= 1 and 0.0 <= peer["holdout"]["iou_free"] <= 1.0
@@ -234,9 +229,8 @@ def test_the_benchmarks_peer_gets_our_final_fits_time(world, trained):
     (run,) = client.search_runs([exp.experiment_id], "tags.run_kind = 'final_fit'")
     assert float(run.data.params["time_budget_s"]) == pytest.approx(ours_s, abs=0.05)
     assert float(run.data.params["after_fit_estimate_s"]) == 0.0
-    assert registry.get_alias_version(
-        world["settings"].model_copy(update={"model_name": "bench-peer"}), "challenger"
-    ).version == str(1)
+    peer_settings = world["settings"].model_copy(update={"model_name": "bench-peer"})
+    assert registry.get_alias_version(peer_settings, "challenger").version == "1"
 
 
 def test_a_resumed_study_runs_only_the_missing_trials(world, trained):
