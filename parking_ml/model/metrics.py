@@ -60,10 +60,23 @@ def ignore_predictions_on_ignored(pred: np.ndarray, true: np.ndarray, share: flo
 
 
 def match_spaces(pred: np.ndarray, true: np.ndarray, iou: float = MATCH_IOU) -> tuple[int, int, int]:
-    """(true positives, predicted count, true count) of class-1 components matched one-to-one at IoU >= iou."""
+    """(true positives, predicted count, true count) of class-1 components matched one-to-one at IoU >= iou.
+
+    A predicted space is its pixels on labelled truth: it counts once however ignored truth crosses it, and
+    not at all when it lies wholly on ignored truth. Labelling the map with its ignored pixels cleared had cut
+    a space reaching over an ignored stall at a tile's edge into pieces, each counted (on 96 fresh lots of a
+    demo model: 18 of 384 tiles miscounted, 379 spaces against 394 true, then 399 once spaces grew 2 px)."""
     import cv2
 
     n_p, lp = cv2.connectedComponents((pred == 1).astype(np.uint8), connectivity=8)
+    ignored = true == IGNORE_INDEX
+    if n_p > 1 and ignored.any():
+        lp[ignored] = 0
+        # renumber the spaces left, 1..k, dropping those that lay wholly on ignored truth
+        keep = np.bincount(lp.ravel(), minlength=n_p) > 0
+        keep[0] = True
+        lp = (np.cumsum(keep) - 1).astype(lp.dtype)[lp]
+        n_p = int(keep.sum())
     n_t, lt = cv2.connectedComponents((true == 1).astype(np.uint8), connectivity=8)
     if n_p <= 1 or n_t <= 1:
         return 0, n_p - 1, n_t - 1
@@ -173,9 +186,7 @@ def evaluate(
             raise ValueError(f"tile {k}: predicted mask {pred.shape} and true mask {true.shape} differ")
         true = ignore_predictions_on_ignored(pred, true)
         conf += confusion_matrix(pred, true)
-        # ignored truth pixels must not create or split predicted spaces either
-        pred_valid = np.where(true == IGNORE_INDEX, 0, pred)
-        tp, npred, ntrue = match_spaces(pred_valid, true)
+        tp, npred, ntrue = match_spaces(pred, true)
         tp_s, n_pred_s, n_true_s = tp_s + tp, n_pred_s + npred, n_true_s + ntrue
         count_errors.append(abs(npred - ntrue))
         if stalls is not None:

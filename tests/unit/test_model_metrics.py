@@ -116,6 +116,24 @@ def test_a_prediction_on_an_ignored_stall_is_ignored_with_the_background_it_spil
     assert m2["space_precision"] == pytest.approx(0.0) and m2["free_count_mae"] == pytest.approx(0.0)
 
 
+def test_ignored_truth_crossing_a_predicted_space_does_not_cut_it_into_more_spaces():
+    # a labelled free stall, and across its predicted blob a strip of ignored truth (a stall cut to a
+    # sliver by the tile's edge, say): the blob is one space, not two pieces either side of the strip
+    true = np.zeros((6, 12), np.uint8)
+    true[1:5, 0:4] = 1
+    true[1:5, 6:10] = 1
+    true[:, 4:6] = 255
+    pred = np.zeros_like(true)
+    pred[1:5, 0:10] = 1  # one blob over both stalls and the strip
+    pred[0, 4] = 1  # a speck wholly on ignored truth: no space at all
+    tp, npred, ntrue = match_spaces(pred, true)
+    assert (npred, ntrue) == (1, 2)
+    # its 32 labelled px against the first stall's 16: IoU 0.5, a match; the second stall is missed
+    assert tp == 1
+    m = evaluate([pred], [true])
+    assert m["free_count_mae"] == pytest.approx(1.0) and m["space_precision"] == pytest.approx(1.0)
+
+
 def test_stall_accuracy_by_majority_vote():
     true = np.zeros((10, 10), np.uint8)
     pred = np.zeros((10, 10), np.uint8)
