@@ -56,6 +56,12 @@ class PreprocessConfig:
     default_image_gsd: float | None = None
     # test-time augmentation, one of TTA_VIEWS: "dihedral" runs the network 8 times per window
     tta: str = "none"
+    # each counted space grows by up to grow_px pixels (at the model's gsd, scaled like min_area_px) into the
+    # background around it where its class has at least grow_prob (free, occupied), never nearer than one
+    # background pixel to another space, so counts do not change (see grow_spaces). 0: no growth, what a
+    # package that does not say gets; the trainer sets it for models whose loss pulled their edges inwards
+    grow_prob: tuple[float, float] = (0.35, 0.3)
+    grow_px: float = 0.0
     version: int = 2
 
     def __post_init__(self) -> None:
@@ -77,6 +83,12 @@ class PreprocessConfig:
             raise ValueError(
                 f"preprocess config: window {self.window} must be a multiple of pad_multiple {self.pad_multiple}"
             )
+        if len(self.grow_prob) != 2 or not all(0 < p <= 1 for p in self.grow_prob):
+            raise ValueError(
+                f"preprocess config: grow_prob {self.grow_prob} needs 2 probabilities in (0, 1] (free, occupied)"
+            )
+        if self.grow_px < 0:
+            raise ValueError(f"preprocess config: grow_px {self.grow_px} must be >= 0 (0: no growth)")
 
     @property
     def infer_window(self) -> int:
@@ -96,7 +108,7 @@ class PreprocessConfig:
         for key, value in data.items():
             if key not in known:
                 continue
-            if key in ("mean", "std"):
+            if key in ("mean", "std", "grow_prob"):
                 value = tuple(float(v) for v in value)
             elif key == "class_names":
                 value = tuple(str(v) for v in value)
@@ -123,6 +135,13 @@ class PreprocessConfig:
         if self.gsd and image_gsd and image_gsd > 0:
             return max(1, round(self.min_area_px * (self.gsd / image_gsd) ** 2))
         return self.min_area_px
+
+    def grow_px_for(self, image_gsd: float | None) -> int:
+        """Pixels a space grows by in an image of this gsd (m/px): grow_px at the model's gsd."""
+        image_gsd = self.image_gsd(image_gsd)
+        if self.gsd and image_gsd and image_gsd > 0:
+            return round(self.grow_px * self.gsd / image_gsd)
+        return round(self.grow_px)
 
     def input_scale(self, image_gsd: float | None) -> float:
         """Factor from the image's pixel grid to the network's (1.0: run as it is)."""
@@ -452,6 +471,52 @@ def split_merged(binary: np.ndarray, prob: np.ndarray, min_core: int, core_prob:
     return carve
 
 
+# rows of a raster grown at once (see grow_spaces)
+GROW_BLOCK_ROWS = 1024
+
+
+# Why spaces grow: the loss weighs the background between neighbouring spaces 8x (the demo's gap_weight), which
+# keeps neighbours apart and also pulls every predicted edge inwards: on 96 fresh lots a demo model's argmax
+# called 402,397 truly free pixels background against 185,313 the other way, occupied 448,932 against 109,383,
+# and leaving out a 1-px band along the true edges raised free IoU 0.782 -> 0.853. Growing 2 px into the pixels
+# the argmax narrowly gave the background, same model, 96 fresh lots of seed 99 | of seed 98 | its 675 holdout
+# tiles: free IoU 0.782 -> 0.788 | 0.761 -> 0.767 | 0.743 -> 0.753, space F1 0.869 -> 0.883 | 0.876 -> 0.891 |
+# 0.869 -> 0.886, occupied IoU 0.792 -> 0.823 | 0.792 -> 0.819 | 0.794 -> 0.823, count error 1.10 -> 1.10 |
+# 1.22 -> 1.23 | 1.19 -> 1.20 (spaces grown onto labelled ground beside ignored stalls), post-processing 3.3-3.6
+# -> 4.3-5.6 ms a 256-px tile. Free at 0.2 / 0.3 scored lower free IoU, at 0.4 the same and lower space F1
+# (0.877 against 0.881); occupied at 0.4 gained half as much; 3 px did as 2.
+def grow_spaces(labels: np.ndarray, room: np.ndarray, steps: int) -> np.ndarray:
+    """``labels`` (int, 0 background, one label per space) grown ``steps`` times by one pixel into the True
+    pixels of ``room``: a pixel joins the space beside it when no other space lies within 2 px of it, so two
+    spaces never touch (8-connected) and the count stays what it was. Row blocks with a halo of 2 px a step
+    bound the memory on a large raster; the result is the same as in one piece."""
+    import cv2
+
+    out = labels.copy()
+    if steps <= 0 or not room.any():
+        return out
+    halo = 2 * steps
+    k3, k5 = np.ones((3, 3), np.uint8), np.ones((5, 5), np.uint8)
+    far = np.float32(np.iinfo(np.int32).max)
+    h = labels.shape[0]
+    for r0 in range(0, h, GROW_BLOCK_ROWS):
+        r1 = min(h, r0 + GROW_BLOCK_ROWS)
+        a, b = max(0, r0 - halo), min(h, r1 + halo)
+        # float32 holds labels exactly up to 2**24, and OpenCV's min/max filters take it (not int32)
+        lab = labels[a:b].astype(np.float32)
+        free_room = room[a:b] & (lab == 0)
+        for _ in range(steps):
+            beside = cv2.dilate(lab, k3)
+            only = cv2.dilate(lab, k5) == cv2.erode(np.where(lab > 0, lab, far), k5)
+            join = free_room & (beside > 0) & only
+            if not join.any():
+                break
+            lab[join] = beside[join]
+            free_room &= ~join
+        out[r0:r1] = lab[r0 - a : r0 - a + (r1 - r0)].astype(out.dtype)
+    return out
+
+
 def _argmax_classes(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(argmax over axis 0 as uint8, max over axis 0): numpy's argmax along the first axis of a
     C x H x W array is several times slower than C-1 elementwise comparisons. Ties go to the lower class,
@@ -496,6 +561,13 @@ def postprocess(probs: np.ndarray, config: PreprocessConfig, image_gsd: float | 
         carve = split_merged(mask == cls, probs[cls], min_area)
         if carve.any():
             mask[carve] = 0
+        steps = config.grow_px_for(image_gsd)
+        if steps > 0:
+            # the specks and cuts above are gone from the map but not from these labels
+            _, labels = cv2.connectedComponents((mask == cls).view(np.uint8), connectivity=8)
+            grown = grow_spaces(labels, (mask == 0) & (probs[cls] >= config.grow_prob[cls - 1]), steps)
+            mask[(grown > 0) & (labels == 0)] = cls
+        if carve.any() or steps > 0:
             n, labels, stats, centroids = cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
             small = np.zeros(n, dtype=bool)
         for k in np.flatnonzero(~small)[1:]:

@@ -580,6 +580,7 @@ def preprocess_config(profile: TrainProfile, settings: Settings, rows: pd.DataFr
         resample=work is not None,
         default_image_gsd=native,
         tta=profile.tta,
+        grow_px=profile.grow_px,
     )
 
 

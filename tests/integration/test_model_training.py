@@ -207,6 +207,8 @@ def test_registered_package_downloads_flat_and_the_pyfunc_serves(world, trained,
     assert config.tile_size == 64
     # the package ships the profile's test-time augmentation, which the gate and the API then run
     assert config.tta == get_profile("smoke").tta == "dihedral"
+    # and its growth of spaces, at the model's gsd
+    assert config.grow_px == get_profile("smoke").grow_px == 1.0
     ref = pd.read_parquet(pkg / "reference_features.parquet")
     assert len(ref) == 12 and {"brightness", "free_fraction", "free_spaces"} <= set(ref.columns)
     rgb = cv2.imread(str(world["data"].root / "tiles" / "site4_0.png"))[:, :, ::-1].copy()

@@ -16,6 +16,7 @@ from parking_ml.inference import (
     OnnxSegmenter,
     PreprocessConfig,
     georeferenced_geojson,
+    grow_spaces,
     postprocess,
     predict,
     spaces_to_geojson,
@@ -153,6 +154,81 @@ def test_two_stalls_merged_in_the_argmax_are_split_along_their_probability_valle
     assert postprocess(probs, config).free_count == 1
     probs[1, 10:30, 15:17] = 0.6
     assert postprocess(probs, PreprocessConfig(min_area_px=300)).free_count == 1
+
+
+def test_spaces_grow_into_likely_background_but_never_touch_each_other():
+    labels = np.zeros((12, 20), np.int32)
+    labels[3:9, 2:6] = 1
+    labels[3:9, 9:13] = 2  # 3 px of background between the two spaces
+    room = np.ones_like(labels, dtype=bool)
+    room[:, 16:] = False  # unlikely background: no growth there
+    room[labels > 0] = False
+    grown = grow_spaces(labels, room, steps=3)
+    # growth only adds pixels, each to the space it touched, and only inside room
+    assert ((grown == labels) | (labels == 0)).all() and (grown[~room & (labels == 0)] == 0).all()
+    assert grown[3, 1] == 1 and grown[3, 0] == 1 and grown[1, 3] == 1  # 2 px out on open sides
+    assert (grown[:, 16:] == 0).all() and grown[5, 15] == 2
+    # the two spaces never come within 8-adjacency: a 1-px line of background stays between them
+    import cv2
+
+    n, _ = cv2.connectedComponents((grown > 0).astype(np.uint8), connectivity=8)
+    assert n - 1 == 2
+    assert np.count_nonzero(grown == 1) > np.count_nonzero(labels == 1)
+    assert (grow_spaces(labels, room, steps=0) == labels).all()
+
+
+def test_growth_in_row_blocks_is_the_same_as_in_one_piece(monkeypatch):
+    import parking_ml.inference as inference
+
+    rng = np.random.default_rng(3)
+    labels = np.zeros((90, 70), np.int32)
+    for k, (y, x) in enumerate(zip(rng.integers(0, 80, 40), rng.integers(0, 60, 40), strict=True), start=1):
+        labels[y : y + 6, x : x + 5] = k
+    room = (rng.random(labels.shape) < 0.8) & (labels == 0)
+    whole = grow_spaces(labels, room, steps=3)
+    monkeypatch.setattr(inference, "GROW_BLOCK_ROWS", 7)
+    assert (grow_spaces(labels, room, steps=3) == whole).all()
+
+
+def test_postprocess_growth_keeps_the_counts_and_widens_the_spaces():
+    # two free stalls 3 px apart whose argmax the network drew 2 px too small on every side, and a
+    # ring of near-even pixels (p(free) 0.4) around each where they really are
+    probs = np.zeros((3, 40, 40), np.float32)
+    probs[0] = 0.9
+    probs[1] = 0.05
+    probs[2] = 0.05
+    for x0 in (4, 21):
+        probs[:, 6:34, x0 : x0 + 14] = np.array([0.55, 0.4, 0.05], np.float32)[:, None, None]
+        probs[:, 8:32, x0 + 2 : x0 + 12] = np.array([0.05, 0.9, 0.05], np.float32)[:, None, None]
+    plain = postprocess(probs, PreprocessConfig(min_area_px=20))
+    grown = postprocess(probs, PreprocessConfig(min_area_px=20, grow_px=2))
+    assert plain.free_count == grown.free_count == 2
+    assert [s.area_px for s in plain.spaces] == [240, 240]
+    # each grew by its 2-px ring (28 x 14 = 392 px) but where the rings meet, a line stays background
+    assert all(300 < s.area_px <= 392 for s in grown.spaces)
+    assert (grown.mask == 1).sum() == sum(s.area_px for s in grown.spaces)
+    # each class has its own threshold (free 0.35, occupied 0.3 by default): a ring at 0.32 widens an
+    # occupied space, not a free one
+    probs[:, 6:34, 4:18] = np.array([0.63, 0.32, 0.05], np.float32)[:, None, None]
+    probs[:, 8:32, 6:16] = np.array([0.05, 0.9, 0.05], np.float32)[:, None, None]
+    probs[:, 6:34, 21:35] = np.array([0.63, 0.05, 0.32], np.float32)[:, None, None]
+    probs[:, 8:32, 23:33] = np.array([0.05, 0.05, 0.9], np.float32)[:, None, None]
+    mixed = postprocess(probs, PreprocessConfig(min_area_px=20, grow_px=2))
+    assert sorted((s.status, s.area_px) for s in mixed.spaces) == [("free", 240), ("occupied", 392)]
+    # a gsd scales the steps as it does the speck filter
+    assert PreprocessConfig(gsd=0.2, grow_px=1).grow_px_for(0.1) == 2
+    assert PreprocessConfig(gsd=0.2, grow_px=1).grow_px_for(0.4) == 0
+    assert PreprocessConfig(grow_px=1).grow_px_for(None) == 1
+
+
+def test_growth_settings_round_trip_and_bad_values_name_the_field():
+    cfg = PreprocessConfig(grow_prob=(0.4, 0.25), grow_px=1.5)
+    assert PreprocessConfig.from_json(cfg.to_json()) == cfg
+    assert PreprocessConfig().grow_px == 0  # a package that does not say is served as it was
+    with pytest.raises(ValueError, match="grow_prob"):
+        PreprocessConfig(grow_prob=(0.0, 0.3))
+    with pytest.raises(ValueError, match="grow_px"):
+        PreprocessConfig(grow_px=-1)
 
 
 def test_postprocess_empty_map():
