@@ -27,6 +27,11 @@ from parking_ml.model.metrics import evaluate
 logger = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict], None]
+# fit(rebudget=...): the model part-way through the fit -> the fit's new wall-clock budget (None: keep it)
+RebudgetFn = Callable[[nn.Module], float | None]
+# rebudget runs once, after the first epoch that ends past this share of the time budget: by then the model
+# finds most spaces, so timing its served inference says what the inference after the fit will take
+REBUDGET_AT = 0.5
 
 # CPU features that make bf16 autocast pay for the demo's RegNetX-200MF U-Net (one training step, 2 cores):
 # AMX tiles 125 -> 95 ms, AVX-512 BF16 alone 90 -> 55 ms
@@ -61,6 +66,7 @@ class FitResult:
     stopped_early: bool = False
     steps_run: int = 0
     planned_steps: int = 0  # what the profile asked for; more than steps_run when the time budget cut it
+    time_budget_s: float | None = None  # the budget the fit ended under (rebudget may have moved it)
 
 
 def seed_everything(seed: int) -> None:
@@ -215,6 +221,7 @@ def fit(
     cfg: FitConfig,
     device: torch.device,
     on_epoch: EpochCallback | None = None,
+    rebudget: RebudgetFn | None = None,
 ) -> FitResult:
     """Train model in place; keep the state with the best validation objective (the last one if no val).
 
@@ -222,6 +229,9 @@ def fit(
 
     on_epoch(epoch, record) runs after every epoch with the loss and validation metrics; it may raise (e.g.
     optuna.TrialPruned) to stop training. The model ends holding the best state.
+
+    rebudget(model), with a time budget, runs once after the first epoch past REBUDGET_AT of it and returns
+    the fit's new budget (its own time counts as the fit's); the remaining epochs are re-sized to that.
     """
     from tqdm.auto import tqdm
 
@@ -237,7 +247,9 @@ def fit(
     total = max(1, steps * cfg.epochs)
     sched = _scheduler(opt, cfg, total)
 
-    best = FitResult(best_state={}, best_score=-math.inf, best_epoch=-1, planned_steps=total)
+    best = FitResult(
+        best_state={}, best_score=-math.inf, best_epoch=-1, planned_steps=total, time_budget_s=cfg.time_budget_s
+    )
     since_best = 0
     batches = _endless(train_loader)
     # from the second epoch on (the first also decodes and caches the tiles) each epoch's pace re-sizes the
@@ -296,14 +308,23 @@ def fit(
             best.stopped_early = True
             break
         left = cfg.epochs - 1 - epoch
-        if cfg.time_budget_s is not None and epoch >= check_from and left > 0:
+        budget_s = best.time_budget_s
+        halfway = budget_s is not None and time.perf_counter() - fit_t0 >= REBUDGET_AT * budget_s
+        if rebudget is not None and halfway and left > 0:
+            moved = rebudget(model)
+            rebudget = None
+            model.train()
+            if moved is not None:
+                logger.info("time budget: moved", extra={"budget_s": round(moved, 1), "was": round(budget_s, 1)})
+                best.time_budget_s = budget_s = float(moved)
+        if budget_s is not None and epoch >= check_from and left > 0:
             elapsed = time.perf_counter() - fit_t0
-            fitted = budgeted_steps(elapsed, record["epoch_s"] / steps, cfg.time_budget_s, left, planned_per_epoch)
+            fitted = budgeted_steps(elapsed, record["epoch_s"] / steps, budget_s, left, planned_per_epoch)
             if worth_replanning(fitted, steps):
                 logger.info(
                     "time budget: re-sizing the remaining epochs",
                     extra={
-                        "budget_s": cfg.time_budget_s,
+                        "budget_s": budget_s,
                         "elapsed_s": round(elapsed, 1),
                         "steps_per_epoch": fitted,
                         "was": steps,

@@ -590,17 +590,31 @@ def preprocess_config(profile: TrainProfile, settings: Settings, rows: pd.DataFr
 # scoring, figures, MLflow logging and registration whatever the tiles. 2 covers all but the noisiest probe
 TRAINED_PACE_FACTOR = 2.0
 AFTER_FIT_FIXED_S = 30.0
+# Halfway through the fit (train.REBUDGET_AT) the estimate is taken again on the model as it is then, whose
+# maps are nearly a trained one's: a little margin and more tiles instead of 2x. On a Zen 5 EPYC (bf16) the
+# untrained probe's 145 s had left 66 s of the 560-s budget unused (79 s of work after a 368-s fit). Tiles
+# differ 2.5x in pace (38-97 ms: their gsd sets their size on the model's grid), so 10 of them
+MID_FIT_PACE_FACTOR = 1.2
+MID_FIT_PROBES = 10
 
 
 def after_fit_estimate_s(
-    model: Any, serving: Any, root: Path, rows: pd.DataFrame, n_tiles: int, threads: int, probes: int = 2
+    model: Any,
+    serving: Any,
+    root: Path,
+    rows: pd.DataFrame,
+    n_tiles: int,
+    threads: int,
+    probes: int = 2,
+    pace_factor: float = TRAINED_PACE_FACTOR,
 ) -> float:
     """Wall seconds the work after the final fit will take: the ONNX export and parity check, timed on this
-    (untrained) network, and ``n_tiles`` tiles of served inference (its test-time augmentation included) at
-    the pace of ``probes`` tiles of ``rows`` after a warm-up one, times TRAINED_PACE_FACTOR (a trained model's
-    maps take longer to post-process), plus AFTER_FIT_FIXED_S. The network's cost is known before it is
-    trained, so a machine too slow for the planned fit gives the fit less time instead of overrunning the
-    budget (the dihedral holdout took 140 s of a 636-s training stage on 2 AVX2 cores)."""
+    network, and ``n_tiles`` tiles of served inference (its test-time augmentation included) at the pace of
+    ``probes`` tiles of ``rows`` after a warm-up one, times ``pace_factor`` (an untrained model's maps take
+    less post-processing than a trained one's: TRAINED_PACE_FACTOR), plus AFTER_FIT_FIXED_S. The network's
+    cost is known before it is trained, so a machine too slow for the planned fit gives the fit less time
+    instead of overrunning the budget (the dihedral holdout took 140 s of a 636-s training stage on 2 AVX2
+    cores); halfway through the fit the estimate is taken again on the model as it is then."""
     from parking_ml.data.dataset import read_tile
     from parking_ml.inference import OnnxSegmenter, predict
     from parking_ml.model.package import build_package
@@ -610,7 +624,9 @@ def after_fit_estimate_s(
         build_package(model, serving, Path(tmp), None, serving.tile_size)
         segmenter = OnnxSegmenter.from_dir(Path(tmp), threads=threads)
         export_s = time.perf_counter() - t0
-        sample = rows.head(probes + 1)
+        # spread over the rows, not their head: one site's tiles share a gsd, and so a size on the model's
+        # grid (a demo holdout's first 7 tiles, all at 0.149 m/px, took 76-94 ms; 120 spread over it 57 ms)
+        sample = evenly_spaced(rows, probes + 1)
         paces = []
         for row in sample.itertuples(index=False):
             rgb, _ = read_tile(root, str(row.tile_id))
@@ -618,8 +634,9 @@ def after_fit_estimate_s(
             t1 = time.perf_counter()
             predict(segmenter, rgb, image_gsd=float(gsd) if gsd is not None and pd.notna(gsd) else None)
             paces.append(time.perf_counter() - t1)
-    per_tile = float(np.median(paces[1:])) if len(paces) > 1 else (paces[0] if paces else 0.0)
-    return export_s + per_tile * TRAINED_PACE_FACTOR * n_tiles + AFTER_FIT_FIXED_S
+    # the mean, not the median: the work after the fit is the sum over its tiles
+    per_tile = float(np.mean(paces[1:])) if len(paces) > 1 else (paces[0] if paces else 0.0)
+    return export_s + per_tile * pace_factor * n_tiles + AFTER_FIT_FIXED_S
 
 
 def final_fit(
@@ -656,12 +673,27 @@ def final_fit(
         serving = preprocess_config(profile, settings, train_rows, data.root)
         ref_rows = evenly_spaced(train_rows, REFERENCE_MAX_TILES)
         after_s = 0.0
+        mid_fit: dict[str, float] = {}
+        rebudget = None
         if time_budget_s is None:
             if profile.train_budget_s is not None:
                 probe_rows = hold_rows if not hold_rows.empty else train_rows
-                after_s = after_fit_estimate_s(
-                    model, serving, data.root, probe_rows, len(hold_rows) + len(ref_rows), settings.threads
-                )
+                n_after = len(hold_rows) + len(ref_rows)
+                after_s = after_fit_estimate_s(model, serving, data.root, probe_rows, n_after, settings.threads)
+
+                def rebudget(part_trained: Any) -> float | None:
+                    mid_fit["after_fit_estimate_mid_s"] = after_fit_estimate_s(
+                        part_trained,
+                        serving,
+                        data.root,
+                        probe_rows,
+                        n_after,
+                        settings.threads,
+                        probes=MID_FIT_PROBES,
+                        pace_factor=MID_FIT_PACE_FACTOR,
+                    )
+                    return final_fit_budget(profile, tuning_s, mid_fit["after_fit_estimate_mid_s"])
+
             time_budget_s = final_fit_budget(profile, tuning_s, after_s)
         if time_budget_s is not None:
             logger.info(
@@ -711,9 +743,18 @@ def final_fit(
             cfg,
             device,
             on_epoch=lambda e, r: mlflow.log_metrics({"train_loss": r["train_loss"]}, step=e),
+            rebudget=rebudget,
         )
         fit_s = time.perf_counter() - t0
         mlflow.log_metrics({"final_fit_steps": result.steps_run, "final_fit_planned_steps": result.planned_steps})
+        if mid_fit:
+            # what the estimate taken halfway through the fit made of the budget
+            mlflow.log_params(
+                {
+                    **{k: round(v, 1) for k, v in mid_fit.items()},
+                    "time_budget_mid_s": round(result.time_budget_s or 0.0, 1),
+                }
+            )
         with tempfile.TemporaryDirectory(prefix="parking-final-") as tmp:
             tmp_dir = Path(tmp)
             pkg = tmp_dir / "package"

@@ -235,6 +235,38 @@ def test_the_benchmarks_peer_gets_our_final_fits_time(world, trained, bench_trai
     assert registry.get_alias_version(peer_settings, "challenger").version == "1"
 
 
+def test_a_binding_budget_is_taken_again_halfway_through_the_final_fit(world, trained, monkeypatch):
+    """With a training budget that binds, the final fit re-times the inference after it on the half-trained
+    model and takes the budget that estimate leaves; the run logs both estimates and the budget it ended
+    under."""
+    import dataclasses
+
+    from parking_ml.model import tune
+    from parking_ml.model.profiles import MIN_FIT_SHARE, final_fit_budget
+
+    # without the fixed 30 s for scoring and registration, an 8-s budget is left mostly to the fit (not
+    # its minimum share, which both estimates would get alike)
+    monkeypatch.setattr(tune, "AFTER_FIT_FIXED_S", 0.0)
+    settings = world["settings"].model_copy(update={"model_name": "it-mid-fit"})
+    profile = dataclasses.replace(get_profile("smoke"), train_budget_s=8.0, final_epochs=8, steps_per_epoch=40)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(settings.model_name)
+    with mlflow.start_run(run_name="mid-fit"):
+        result = tune.final_fit(
+            settings, world["data"], profile, trained["best_params"], {}, "it-mid-fit", progress=False
+        )
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(settings.model_name)
+    (run,) = client.search_runs([exp.experiment_id], "tags.run_kind = 'final_fit'")
+    params = run.data.params
+    first, mid = float(params["after_fit_estimate_s"]), float(params["after_fit_estimate_mid_s"])
+    assert mid > 0 and 0 < first < profile.train_budget_s * (1 - MIN_FIT_SHARE)
+    assert float(params["time_budget_s"]) == pytest.approx(final_fit_budget(profile, 0.0, first), abs=0.05)
+    assert float(params["time_budget_mid_s"]) == pytest.approx(final_fit_budget(profile, 0.0, mid), abs=0.1)
+    # the budget bound: fewer steps than planned (how the remaining epochs follow it is the unit tests' part)
+    assert 1 <= result.final_fit_steps < profile.final_epochs * profile.steps_per_epoch
+
+
 def test_a_resumed_study_runs_only_the_missing_trials(world, trained):
     import optuna
 

@@ -174,6 +174,31 @@ def test_a_machine_that_speeds_up_again_gets_its_steps_back_up_to_the_plan():
     assert result.history[-1]["lr"] < 0.1 * cfg.lr
 
 
+def test_rebudget_runs_once_halfway_and_the_remaining_epochs_follow_its_budget():
+    """fit(rebudget=...) asks once, after the first epoch past half the budget, what the budget should be
+    (the final fit re-times the inference after it on the model as it is then) and re-sizes to the answer."""
+    calls: list[tuple[float, bool]] = []
+    t0 = time.perf_counter()
+
+    def more_time(model: nn.Module) -> float:
+        calls.append((time.perf_counter() - t0, model.training))
+        model.eval()  # what a probe of the served model does; fit puts it back in training mode
+        return 3.0
+
+    # 80 steps of 0.02 s planned (1.6 s) under a 1-s budget
+    cfg = FitConfig(epochs=8, lr=1e-2, scheduler="onecycle", steps_per_epoch=10, progress=False, time_budget_s=1.0)
+    device = torch.device("cpu")
+    more = fit(_Slow(0.02), _loader(), None, cfg, device, rebudget=more_time)
+    kept = fit(_Slow(0.02), _loader(), None, cfg, device, rebudget=lambda m: None)
+    short = fit(_Slow(0.02), _loader(), None, cfg, device, rebudget=lambda m: 0.6)
+    assert len(calls) == 1 and calls[0][0] >= 0.5 and calls[0][1]
+    assert (more.time_budget_s, kept.time_budget_s, short.time_budget_s) == (3.0, 1.0, 0.6)
+    # 3 s leave room for (nearly) the whole plan; a budget moved down cuts the steps left
+    assert short.steps_run < kept.steps_run < more.steps_run
+    assert more.steps_run >= 65 and kept.steps_run < 60
+    assert [h["epoch"] for h in more.history] == list(range(8))
+
+
 def test_fit_takes_the_same_adamw_steps_as_torchs_reference_loop():
     """fit() uses the fused AdamW kernel for speed; its weights after a few steps are those of the plain
     per-tensor AdamW loop on the same batches."""
