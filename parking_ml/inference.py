@@ -544,6 +544,7 @@ def postprocess(probs: np.ndarray, config: PreprocessConfig, image_gsd: float | 
         mask[r : r + 1024] = best
         conf_sum += float(conf.sum(dtype=np.float64))
     min_area = config.min_area_for(image_gsd)
+    steps = config.grow_px_for(image_gsd)
     found: list[tuple[float, float, str, float, int, list[list[float]]]] = []
     for cls, status in STATUS_BY_CLASS.items():
         if cls >= probs.shape[0]:
@@ -559,15 +560,16 @@ def postprocess(probs: np.ndarray, config: PreprocessConfig, image_gsd: float | 
             # one vectorised pass, as a noisy map can hold tens of thousands of them
             mask[small[labels]] = 0
         carve = split_merged(mask == cls, probs[cls], min_area)
-        if carve.any():
+        carved = bool(carve.any())
+        if carved:
             mask[carve] = 0
-        steps = config.grow_px_for(image_gsd)
         if steps > 0:
-            # the specks and cuts above are gone from the map but not from these labels
-            _, labels = cv2.connectedComponents((mask == cls).view(np.uint8), connectivity=8)
+            if small.any() or carved:
+                # the specks and cuts above are gone from the map but not from these labels
+                _, labels = cv2.connectedComponents((mask == cls).view(np.uint8), connectivity=8)
             grown = grow_spaces(labels, (mask == 0) & (probs[cls] >= config.grow_prob[cls - 1]), steps)
             mask[(grown > 0) & (labels == 0)] = cls
-        if carve.any() or steps > 0:
+        if carved or steps > 0:
             n, labels, stats, centroids = cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
             small = np.zeros(n, dtype=bool)
         for k in np.flatnonzero(~small)[1:]:
