@@ -190,7 +190,7 @@ def model_gsd(profile: TrainProfile, settings: Settings) -> float | None:
 
 
 def suggest(trial: Any, space: SearchSpace) -> dict:
-    return {
+    params = {
         "encoder": trial.suggest_categorical("encoder", list(space.encoders)),
         "lr": trial.suggest_float("lr", *space.lr, log=True),
         "weight_decay": trial.suggest_float("weight_decay", *space.weight_decay, log=True),
@@ -199,13 +199,17 @@ def suggest(trial: Any, space: SearchSpace) -> dict:
         "batch_size": trial.suggest_categorical("batch_size", list(space.batch_sizes)),
         "aug_strength": trial.suggest_float("aug_strength", *space.aug_strength),
     }
+    params["optimizer"] = trial.suggest_categorical("optimizer", list(space.optimizers))
+    if params["optimizer"] == "muon":
+        params["muon_lr"] = trial.suggest_float("muon_lr", *space.muon_lr, log=True)
+    return params
 
 
 def default_params(profile: TrainProfile) -> dict:
     if profile.seed_params:
         return dict(profile.seed_params)
     s = profile.space
-    return {
+    params = {
         "encoder": s.encoders[0],
         "lr": float(np.sqrt(s.lr[0] * s.lr[1])),
         "weight_decay": float(np.sqrt(s.weight_decay[0] * s.weight_decay[1])),
@@ -214,6 +218,10 @@ def default_params(profile: TrainProfile) -> dict:
         "batch_size": s.batch_sizes[0],
         "aug_strength": float(np.mean(s.aug_strength)),
     }
+    params["optimizer"] = s.optimizers[0]
+    if params["optimizer"] == "muon":
+        params["muon_lr"] = float(np.sqrt(s.muon_lr[0] * s.muon_lr[1]))
+    return params
 
 
 def fit_config(
@@ -241,6 +249,9 @@ def fit_config(
         progress=progress,
         time_budget_s=time_budget_s,
         cpu_bf16=cpu_bf16,
+        # parameters of studies from before the optimizer was searched name none: AdamW
+        optimizer=str(params.get("optimizer", "adamw")),
+        **({"muon_lr": float(params["muon_lr"])} if "muon_lr" in params else {}),
     )
 
 

@@ -56,6 +56,9 @@ def test_profiles_have_consistent_defaults():
                 assert low <= seed[key] <= high, (name, key)
             assert seed["encoder"] in space.encoders and seed["loss"] in space.losses, name
             assert seed["batch_size"] in space.batch_sizes, name
+            assert seed.get("optimizer", "adamw") in space.optimizers, name
+            if seed.get("optimizer") == "muon":
+                assert space.muon_lr[0] <= seed["muon_lr"] <= space.muon_lr[1], name
     with pytest.raises(ValueError, match="PARKING_PROFILE"):
         get_profile("huge")
 

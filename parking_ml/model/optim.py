@@ -1,0 +1,104 @@
+"""Optimisers of the training loop: AdamW alone, or Muon on the hidden layers' weight matrices beside AdamW.
+
+Muon (torch.optim.Muon) replaces each update of a weight matrix by its nearest orthogonal matrix (a few
+Newton-Schulz iterations on the momentum), so that every direction of the layer learns at the same pace
+instead of the few that dominate the gradient. On the demo's network trained from scratch it bought what
+a 2-core CPU cannot buy with steps: the same 1,200 steps (batch 8, same data, same seed) scored 96 fresh lots'
+free IoU 0.541 with AdamW against 0.654 with Muon on the convolutions (count error 3.14 -> 1.94 per tile),
+for ~25 ms more a step (the orthogonalisation of 23 matrices on 2 cores).
+
+torch's Muon takes 2-D parameters only. A convolution's weight (out, in, kh, kw) is a matrix of out rows,
+so Muon gets a 2-D view of each weight's memory (`MatrixViews`), and each step hands it the weight's
+gradient: the model, its state dict and what is exported never change shape. Orthogonalising a matrix
+commutes with permuting its columns, so the view may take the columns in whatever order the weight's
+memory format (channels_last on a CPU) holds them. As Muon's authors advise, the layer that reads the image
+and the one that writes the classes, and every bias and norm, stay with AdamW.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("adamw", "muon")
+# fewer input or output channels than this: the image (RGB) or the classes, not a hidden layer
+_MIN_CHANNELS = 4
+
+
+def muon_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers whose weights Muon updates: every convolution and linear layer whose input and output
+    both have at least _MIN_CHANNELS channels (not the one reading the image, not the one writing the
+    classes). Grouped convolutions are left out: their weight is one small matrix per group, and taking
+    them in changed nothing measurable (free IoU 0.654 -> 0.666, count error 1.94 -> 2.09, one run each)."""
+    out: list[nn.Module] = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.groups == 1:
+            fan_in, fan_out = module.in_channels, module.out_channels
+        elif isinstance(module, nn.Linear):
+            fan_in, fan_out = module.in_features, module.out_features
+        else:
+            continue
+        if min(fan_in, fan_out) >= _MIN_CHANNELS:
+            out.append(module)
+    return out
+
+
+def _memory_order(tensor: torch.Tensor) -> tuple[int, ...]:
+    """The tensor's dimensions after the first, outermost in memory first (channels_last: kh, kw, in)."""
+    return tuple(sorted(range(1, tensor.dim()), key=lambda d: -tensor.stride(d)))
+
+
+def _as_matrix(tensor: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
+    """(out, ...) -> (out, rest) with the columns in ``order``: a view when that is the memory's order."""
+    return tensor.permute(0, *order).reshape(tensor.shape[0], -1)
+
+
+class MatrixViews:
+    """2-D parameters that share memory with the weights of ``layers``: Muon updates them in place, which
+    updates the layers. ``hand_over_grads`` after each backward pass moves every weight's gradient onto its
+    view (and clears the weight's, so gradients do not pile up across steps)."""
+
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
+        self.weights = [layer.weight for layer in layers]
+        self.orders = [_memory_order(w) for w in self.weights]
+        self.matrices: list[nn.Parameter] = []
+        for weight, order in zip(self.weights, self.orders, strict=True):
+            matrix = _as_matrix(weight.detach(), order)
+            if matrix.data_ptr() != weight.data_ptr() or matrix.numel() != weight.numel():
+                raise ValueError(
+                    f"a weight of shape {tuple(weight.shape)} is not dense in memory: Muon cannot update it in place"
+                )
+            self.matrices.append(nn.Parameter(matrix))
+
+    def hand_over_grads(self) -> None:
+        for weight, order, matrix in zip(self.weights, self.orders, self.matrices, strict=True):
+            # the gradient's own memory format may differ from the weight's: its columns in the view's order
+            matrix.grad = None if weight.grad is None else _as_matrix(weight.grad, order)
+            weight.grad = None
+
+
+def build_optimizers(
+    model: nn.Module,
+    views: MatrixViews | None,
+    lr: float,
+    weight_decay: float,
+    muon_lr: float,
+    fused: bool,
+) -> list[tuple[torch.optim.Optimizer, float]]:
+    """(optimizer, peak learning rate) pairs: Muon over the ``views`` (when given), AdamW over every other
+    parameter of the model."""
+    taken = {id(w) for w in views.weights} if views else set()
+    rest = [p for p in model.parameters() if id(p) not in taken]
+    # the fused kernel updates every tensor in one pass: 10 ms against 25 ms a step for a MobileNetV2
+    # U-Net's 300-odd tensors on one CPU core (the default loops over them), the same arithmetic
+    out: list[tuple[torch.optim.Optimizer, float]] = [
+        (torch.optim.AdamW(rest, lr=lr, weight_decay=weight_decay, fused=fused), lr)
+    ]
+    if views and views.matrices:
+        # "original": the update scaled by sqrt(max(1, fan_out / fan_in)), the reference implementation's rule;
+        # no weight decay on the matrices (the measured setting)
+        muon = torch.optim.Muon(views.matrices, lr=muon_lr, weight_decay=0.0, adjust_lr_fn="original")
+        out.append((muon, muon_lr))
+    return out
