@@ -8,8 +8,8 @@ Prints wall time per stage, the machine load around the run, and the holdout met
 challenger against the goal (free-space IoU >= 0.85, free-count error <= 1 per 256-px tile).
 
 Peer (same run, same data, same holdout, same inference code): the previous demo recipe, a ResNet-18 U-Net
-at the tiles' own resolution on 160-px crops, given the same wall time as our final fit (its step count is
-set from a timed probe of its own steps). Ratios compare our holdout metrics with the peer's.
+trained with AdamW at the tiles' own resolution on 160-px crops, given the same wall time as our final fit (its
+step count is set from a timed probe of its own steps). Ratios compare our holdout metrics with the peer's.
 Timings are only comparable on a quiet machine: the load average is printed so a reader can judge.
 
 External lots (--external, default 96): the holdout is the fifth of the batch's lots that training never saw
@@ -84,6 +84,12 @@ def peer_profile(ours, steps: int):
     )
 
 
+def peer_params(ours: dict) -> dict:
+    """The peer's training parameters: ours with the previous recipe's encoder, loss and optimiser (AdamW alone)."""
+    params = {k: v for k, v in ours.items() if k != "muon_lr"}
+    return {**params, "encoder": "resnet18", "loss": "ce+dice", "optimizer": "adamw"}
+
+
 def train_peer(settings, outcome: dict) -> dict:
     """The previous demo recipe, trained for our final fit's wall time on the same processed data."""
     from parking_ml.model.profiles import get_profile
@@ -91,7 +97,7 @@ def train_peer(settings, outcome: dict) -> dict:
     from parking_ml.model.tune import final_fit, load_processed
 
     ours = get_profile(settings.profile)
-    params = {**outcome["best_params"], "encoder": "resnet18", "loss": "ce+dice"}
+    params = peer_params(outcome["best_params"])
     batch = int(params["batch_size"])
     fit_s = float(outcome["timings_s"]["final_fit"])
     bf16 = use_cpu_bf16(settings.cpu_bf16)
@@ -175,7 +181,7 @@ def main() -> int:
     from parking_ml.logs import configure_logging
     from parking_ml.model.profiles import get_profile
     from parking_ml.model.train import use_cpu_bf16
-    from parking_ml.model.tune import decoder_channels
+    from parking_ml.model.tune import decoder_channels, machine_profile
 
     configure_logging("WARNING", json_lines=False)
     home = args.keep or Path(tempfile.mkdtemp(prefix="parking-bench-train-"))
@@ -260,6 +266,7 @@ def main() -> int:
     print(
         f"threads {settings.threads}, cpu bf16 {bf16} (PARKING_CPU_BF16={settings.cpu_bf16}), "
         f"decoder {decoder_channels(get_profile(args.profile), settings)}, "
+        f"optimisers searched {', '.join(machine_profile(settings).space.optimizers)}, "
         f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
     )
     print(f"\n{'stage':<12}{'wall s':>9}  note")

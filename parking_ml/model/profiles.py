@@ -5,7 +5,7 @@ A profile fixes how much work tuning and the final fit do and which search space
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,20 @@ def decoder_for(profile: TrainProfile, fp32_cpu: bool) -> tuple[int, ...] | None
     if fp32_cpu and profile.fp32_cpu_decoder_channels is not None:
         return profile.fp32_cpu_decoder_channels
     return profile.decoder_channels
+
+
+def for_machine(profile: TrainProfile, bf16_matmul: bool) -> TrainProfile:
+    """The profile as a machine runs it. Without bf16 matrix hardware (``bf16_matmul``, see
+    train.bf16_matmul_in_hardware) Muon is taken out of the search space and the seed point, AdamW alone
+    stays: torch's Muon orthogonalises in bf16, emulated there at ten times the cost of fp32."""
+    if bf16_matmul or "muon" not in profile.space.optimizers:
+        return profile
+    optimizers = tuple(o for o in profile.space.optimizers if o != "muon") or ("adamw",)
+    seed = dict(profile.seed_params)
+    if seed.get("optimizer") == "muon":
+        seed.pop("muon_lr", None)
+        seed["optimizer"] = "adamw"
+    return replace(profile, space=replace(profile.space, optimizers=optimizers), seed_params=seed)
 
 
 # the final fit keeps at least this share of the training budget whatever tuning and the inference after the
@@ -237,7 +251,8 @@ PROFILES: dict[str, TrainProfile] = {
             # fresh lots' free IoU 0.541 with AdamW alone, with Muon at a peak lr of 0.02 / 0.05 / 0.1 / 0.2:
             # 0.645 / 0.654 / 0.664 / 0.656 (count error 3.14 -> 2.20 / 1.94 / 1.98 / 2.14); AdamW at 3e-3
             # beside it 0.638, warm-up over 5 % of the steps instead of 20 % 0.636, grouped convolutions in
-            # Muon too 0.666 (within noise, left out). ~25 ms more a step on 2 cores (see optim)
+            # Muon too 0.666 (within noise, left out). ~25 ms more a step on 2 cores (see optim). Measured on a
+            # CPU with bf16 hardware; on one without, for_machine trains with AdamW alone
             optimizers=("muon",),
             muon_lr=(0.05, 0.15),
         ),

@@ -24,7 +24,14 @@ import pandas as pd
 
 from parking_ml.config import Settings
 from parking_ml.model.metrics import LOWER_IS_BETTER
-from parking_ml.model.profiles import SearchSpace, TrainProfile, decoder_for, final_fit_budget, get_profile
+from parking_ml.model.profiles import (
+    SearchSpace,
+    TrainProfile,
+    decoder_for,
+    final_fit_budget,
+    for_machine,
+    get_profile,
+)
 
 if TYPE_CHECKING:  # the dataset module imports torch; importing this one stays torch-free (it loads lazily)
     from parking_ml.data.dataset import TileCache
@@ -261,6 +268,13 @@ def decoder_channels(profile: TrainProfile, settings: Settings) -> tuple[int, ..
 
     fp32_cpu = resolve_device(settings.device).type == "cpu" and not use_cpu_bf16(settings.cpu_bf16)
     return decoder_for(profile, fp32_cpu)
+
+
+def machine_profile(settings: Settings) -> TrainProfile:
+    """The settings' profile as the device they train on runs it (see profiles.for_machine)."""
+    from parking_ml.model.train import bf16_matmul_in_hardware, resolve_device
+
+    return for_machine(get_profile(settings.profile), bf16_matmul_in_hardware(resolve_device(settings.device)))
 
 
 def new_model(params: dict, profile: TrainProfile, settings: Settings):
@@ -842,7 +856,7 @@ def tune_and_register(
     from parking_ml.model.train import use_cpu_bf16
 
     torch.set_num_threads(settings.threads)
-    profile = get_profile(settings.profile)
+    profile = machine_profile(settings)
     n_trials = n_trials or settings.n_trials or profile.n_trials
     name = study_name(settings, data.version, profile)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
@@ -866,6 +880,8 @@ def tune_and_register(
                 "train_budget_s": profile.train_budget_s,
                 "tta": profile.tta,
                 "cpu_bf16": use_cpu_bf16(settings.cpu_bf16),
+                # the optimisers this machine searches (see profiles.for_machine)
+                "optimizers": ",".join(profile.space.optimizers),
                 "objective": settings.objective_metric,
                 "cv_objective": cv_objective(profile, settings),
                 "search_space": json.dumps(asdict(profile.space))[:6000],

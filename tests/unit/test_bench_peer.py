@@ -18,3 +18,11 @@ def test_the_peer_trains_its_own_decoder_on_every_machine(bench_train, fp32_cpu)
     assert len(bench_train.PEER_DECODER) == peer.encoder_depth == 5
     assert (peer.model_gsd, peer.crop_size, peer.gap_weight) == (None, 160, 1.0)
     assert peer.final_epochs * peer.steps_per_epoch >= 1000
+
+
+def test_the_peer_keeps_the_previous_recipes_optimiser(bench_train):
+    ours = dict(get_profile("demo").seed_params)
+    assert ours["optimizer"] == "muon"
+    peer = bench_train.peer_params(ours)
+    assert (peer["encoder"], peer["loss"], peer["optimizer"]) == ("resnet18", "ce+dice", "adamw")
+    assert "muon_lr" not in peer and peer["lr"] == ours["lr"]

@@ -14,9 +14,9 @@ from torch import nn
 
 from parking_ml.model.losses import build_loss
 from parking_ml.model.optim import MatrixViews, build_optimizers, muon_layers
-from parking_ml.model.profiles import PROFILES, SearchSpace
+from parking_ml.model.profiles import PROFILES, SearchSpace, for_machine
 from parking_ml.model.train import FitConfig, _replan, fit
-from parking_ml.model.tune import default_params, fit_config, suggest
+from parking_ml.model.tune import default_params, fit_config, machine_profile, suggest
 
 
 def _net() -> nn.Sequential:
@@ -170,3 +170,43 @@ def test_searched_optimizer_and_its_learning_rate_reach_the_fit():
     # parameters of a study from before the optimizer was searched train with AdamW
     old = {k: v for k, v in default_params(PROFILES["smoke"]).items() if k not in ("optimizer", "muon_lr")}
     assert fit_config(old, PROFILES["smoke"], 1, "free_f1").optimizer == "adamw"
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_a_machine_without_bf16_matrix_hardware_searches_adamw_alone(name):
+    profile = PROFILES[name]
+    assert for_machine(profile, bf16_matmul=True) is profile
+    cpu_only = for_machine(profile, bf16_matmul=False)
+    assert "muon" not in cpu_only.space.optimizers and cpu_only.space.optimizers
+    assert cpu_only.seed_params.get("optimizer", "adamw") == "adamw" and "muon_lr" not in cpu_only.seed_params
+    # everything else of the profile, and the shared PROFILES entry, stay as they were
+    assert {k: v for k, v in cpu_only.seed_params.items() if k != "optimizer"} == {
+        k: v for k, v in profile.seed_params.items() if k not in ("optimizer", "muon_lr")
+    }
+    assert replace(cpu_only, space=profile.space, seed_params=profile.seed_params) == profile
+    assert PROFILES[name] is profile and "muon" in profile.space.optimizers
+    # the trial TPE starts from and the defaults train on this machine's optimiser
+    params = default_params(cpu_only)
+    assert params["optimizer"] in cpu_only.space.optimizers and fit_config(
+        params, cpu_only, 1, "free_f1"
+    ).optimizer == ("adamw")
+
+
+def test_bf16_matrix_hardware_follows_the_cpus_probes_not_the_setting(monkeypatch):
+    from parking_ml.model import train
+
+    for present in (True, False):
+        monkeypatch.setattr(train, "use_cpu_bf16", lambda mode, present=present: mode == "auto" and present)
+        assert train.bf16_matmul_in_hardware(torch.device("cpu")) is present
+    assert train.bf16_matmul_in_hardware(torch.device("meta")) is False
+
+
+def test_machine_profile_is_the_settings_profile_for_this_device(monkeypatch):
+    from parking_ml.config import Settings
+    from parking_ml.model import train
+
+    for present in (True, False):
+        monkeypatch.setattr(train, "bf16_matmul_in_hardware", lambda device, present=present: present)
+        profile = machine_profile(Settings(profile="demo", device="cpu"))
+        assert profile.name == "demo"
+        assert profile.space.optimizers == (("muon",) if present else ("adamw",))
