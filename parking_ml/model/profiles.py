@@ -76,6 +76,9 @@ class TrainProfile:
     # the served model's growth of each space into the background around it (PreprocessConfig.grow_px, at
     # the model's gsd; 0: none): it gives back what gap_weight took from every edge
     grow_px: float = 0.0
+    # what for_machine changed of the profile for this machine (None: nothing), appended to the study's name:
+    # Optuna cannot resume a study whose categorical choices changed, and trials of two spaces do not compare
+    machine_variant: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,7 +102,12 @@ def for_machine(profile: TrainProfile, bf16_matmul: bool) -> TrainProfile:
     if seed.get("optimizer") == "muon":
         seed.pop("muon_lr", None)
         seed["optimizer"] = "adamw"
-    return replace(profile, space=replace(profile.space, optimizers=optimizers), seed_params=seed)
+    return replace(
+        profile,
+        space=replace(profile.space, optimizers=optimizers),
+        seed_params=seed,
+        machine_variant="-".join(optimizers),
+    )
 
 
 # the final fit keeps at least this share of the training budget whatever tuning and the inference after the

@@ -418,8 +418,10 @@ def cross_validate(
 
 def study_name(settings: Settings, dataset_version: str, profile: TrainProfile) -> str:
     """One study per model, dataset, profile and objective: resuming a study scored on another metric would
-    rank trials of one metric against values of the other."""
-    return f"{settings.model_name}-{dataset_version}-{profile.name}-{cv_objective(profile, settings)}"
+    rank trials of one metric against values of the other. A profile narrowed for the machine (see
+    profiles.for_machine) names its own study."""
+    name = f"{settings.model_name}-{dataset_version}-{profile.name}-{cv_objective(profile, settings)}"
+    return f"{name}-{profile.machine_variant}" if profile.machine_variant else name
 
 
 def _storage(settings: Settings):

@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from parking_ml.config import Settings
 from parking_ml.model.losses import build_loss
 from parking_ml.model.optim import MatrixViews, build_optimizers, muon_layers
 from parking_ml.model.profiles import PROFILES, SearchSpace, for_machine
 from parking_ml.model.train import FitConfig, _replan, fit
-from parking_ml.model.tune import default_params, fit_config, machine_profile, suggest
+from parking_ml.model.tune import default_params, fit_config, machine_profile, study_name, suggest
 
 
 def _net() -> nn.Sequential:
@@ -183,7 +184,10 @@ def test_a_machine_without_bf16_matrix_hardware_searches_adamw_alone(name):
     assert {k: v for k, v in cpu_only.seed_params.items() if k != "optimizer"} == {
         k: v for k, v in profile.seed_params.items() if k not in ("optimizer", "muon_lr")
     }
-    assert replace(cpu_only, space=profile.space, seed_params=profile.seed_params) == profile
+    assert replace(cpu_only, space=profile.space, seed_params=profile.seed_params, machine_variant=None) == profile
+    # its study is not the one the same data and profile would resume on a machine with Muon
+    settings = Settings(profile=name)
+    assert study_name(settings, "v1", cpu_only) == study_name(settings, "v1", profile) + "-adamw"
     assert PROFILES[name] is profile and "muon" in profile.space.optimizers
     # the trial TPE starts from and the defaults train on this machine's optimiser
     params = default_params(cpu_only)
@@ -202,7 +206,6 @@ def test_bf16_matrix_hardware_follows_the_cpus_probes_not_the_setting(monkeypatc
 
 
 def test_machine_profile_is_the_settings_profile_for_this_device(monkeypatch):
-    from parking_ml.config import Settings
     from parking_ml.model import train
 
     for present in (True, False):
