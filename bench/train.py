@@ -181,7 +181,7 @@ def main() -> int:
     from parking_ml.logs import configure_logging
     from parking_ml.model.profiles import get_profile
     from parking_ml.model.train import use_cpu_bf16
-    from parking_ml.model.tune import decoder_channels, machine_profile
+    from parking_ml.model.tune import decoder_channels
 
     configure_logging("WARNING", json_lines=False)
     home = args.keep or Path(tempfile.mkdtemp(prefix="parking-bench-train-"))
@@ -266,7 +266,7 @@ def main() -> int:
     print(
         f"threads {settings.threads}, cpu bf16 {bf16} (PARKING_CPU_BF16={settings.cpu_bf16}), "
         f"decoder {decoder_channels(get_profile(args.profile), settings)}, "
-        f"optimisers searched {', '.join(machine_profile(settings).space.optimizers)}, "
+        f"optimisers searched {', '.join(get_profile(args.profile).space.optimizers)}, "
         f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
     )
     print(f"\n{'stage':<12}{'wall s':>9}  note")

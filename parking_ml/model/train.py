@@ -102,11 +102,11 @@ def use_cpu_bf16(mode: str) -> bool:
 
 def bf16_matmul_in_hardware(device: torch.device) -> bool:
     """Whether ``device`` multiplies bf16 matrices in hardware, whatever Settings.cpu_bf16 says: a GPU that
-    supports bf16, or a CPU with AMX tiles or AVX-512 BF16. torch's Muon orthogonalises every update in bf16,
-    which elsewhere is emulated: on a Zen 1 EPYC (2 cores, AVX2) the demo network's 23 matrices took 516-649
-    ms a step that way against 45-48 ms in fp32, four times the rest of the step."""
+    supports bf16, or a CPU with AMX tiles or AVX-512 BF16 (elsewhere Muon orthogonalises in fp32, see
+    optim.Fp32Muon)."""
     if device.type == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        # not emulation: a pre-Ampere GPU "supports" bf16 the slow way
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
     if device.type == "cpu":
         return use_cpu_bf16("auto")
     return False
@@ -265,7 +265,15 @@ def fit(
     model = _prepare(model, device)
     # after _prepare: the views follow the memory format the weights train in
     views = MatrixViews(muon_layers(model)) if cfg.optimizer == "muon" else None
-    opts = build_optimizers(model, views, cfg.lr, cfg.weight_decay, cfg.muon_lr, fused=device.type in ("cpu", "cuda"))
+    opts = build_optimizers(
+        model,
+        views,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.muon_lr,
+        fused=device.type in ("cpu", "cuda"),
+        bf16_matmul=bf16_matmul_in_hardware(device),
+    )
     loss_fn = build_loss(cfg.loss, cfg.class_weights)
     steps = _steps(train_loader, cfg.steps_per_epoch)
     total = max(1, steps * cfg.epochs)

@@ -24,14 +24,7 @@ import pandas as pd
 
 from parking_ml.config import Settings
 from parking_ml.model.metrics import LOWER_IS_BETTER
-from parking_ml.model.profiles import (
-    SearchSpace,
-    TrainProfile,
-    decoder_for,
-    final_fit_budget,
-    for_machine,
-    get_profile,
-)
+from parking_ml.model.profiles import SearchSpace, TrainProfile, decoder_for, final_fit_budget, get_profile
 
 if TYPE_CHECKING:  # the dataset module imports torch; importing this one stays torch-free (it loads lazily)
     from parking_ml.data.dataset import TileCache
@@ -270,13 +263,6 @@ def decoder_channels(profile: TrainProfile, settings: Settings) -> tuple[int, ..
     return decoder_for(profile, fp32_cpu)
 
 
-def machine_profile(settings: Settings) -> TrainProfile:
-    """The settings' profile as the device they train on runs it (see profiles.for_machine)."""
-    from parking_ml.model.train import bf16_matmul_in_hardware, resolve_device
-
-    return for_machine(get_profile(settings.profile), bf16_matmul_in_hardware(resolve_device(settings.device)))
-
-
 def new_model(params: dict, profile: TrainProfile, settings: Settings):
     from parking_ml.model.network import build_model
 
@@ -418,10 +404,8 @@ def cross_validate(
 
 def study_name(settings: Settings, dataset_version: str, profile: TrainProfile) -> str:
     """One study per model, dataset, profile and objective: resuming a study scored on another metric would
-    rank trials of one metric against values of the other. A profile narrowed for the machine (see
-    profiles.for_machine) names its own study."""
-    name = f"{settings.model_name}-{dataset_version}-{profile.name}-{cv_objective(profile, settings)}"
-    return f"{name}-{profile.machine_variant}" if profile.machine_variant else name
+    rank trials of one metric against values of the other."""
+    return f"{settings.model_name}-{dataset_version}-{profile.name}-{cv_objective(profile, settings)}"
 
 
 def _storage(settings: Settings):
@@ -858,7 +842,7 @@ def tune_and_register(
     from parking_ml.model.train import use_cpu_bf16
 
     torch.set_num_threads(settings.threads)
-    profile = machine_profile(settings)
+    profile = get_profile(settings.profile)
     n_trials = n_trials or settings.n_trials or profile.n_trials
     name = study_name(settings, data.version, profile)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
@@ -882,8 +866,6 @@ def tune_and_register(
                 "train_budget_s": profile.train_budget_s,
                 "tta": profile.tta,
                 "cpu_bf16": use_cpu_bf16(settings.cpu_bf16),
-                # the optimisers this machine searches (see profiles.for_machine)
-                "optimizers": ",".join(profile.space.optimizers),
                 "objective": settings.objective_metric,
                 "cv_objective": cv_objective(profile, settings),
                 "search_space": json.dumps(asdict(profile.space))[:6000],

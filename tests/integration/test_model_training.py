@@ -25,7 +25,6 @@ from parking_ml.model.profiles import get_profile
 from parking_ml.model.tune import (
     ProcessedData,
     cv_folds,
-    machine_profile,
     open_study,
     run_study,
     study_name,
@@ -250,7 +249,7 @@ def test_a_binding_budget_is_taken_again_halfway_through_the_final_fit(world, tr
     monkeypatch.setattr(tune, "AFTER_FIT_FIXED_S", 0.0)
     settings = world["settings"].model_copy(update={"model_name": "it-mid-fit"})
     # 16 s: on 2 AVX2-only cores the estimate of the dihedral-TTA inference after the fit alone came to 4.9 s
-    profile = dataclasses.replace(machine_profile(settings), train_budget_s=16.0, final_epochs=8, steps_per_epoch=80)
+    profile = dataclasses.replace(get_profile("smoke"), train_budget_s=16.0, final_epochs=8, steps_per_epoch=80)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(settings.model_name)
     with mlflow.start_run(run_name="mid-fit"):
@@ -273,7 +272,7 @@ def test_a_resumed_study_runs_only_the_missing_trials(world, trained):
     import optuna
 
     settings, data = world["settings"], world["data"]
-    profile = machine_profile(settings)  # the study the `trained` fixture's run left
+    profile = get_profile("smoke")
     name = study_name(settings, data.version, profile)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(settings.model_name)
@@ -298,7 +297,7 @@ def test_a_profile_cv_objective_is_what_the_study_maximises(world, monkeypatch):
 
     settings, data = world["settings"], world["data"]
     data = dataclasses.replace(data, decoded={})  # this run's own cache, not the module fixture's
-    profile = dataclasses.replace(machine_profile(settings), name="smoke-ap", cv_objective="free_ap", n_trials=1)
+    profile = dataclasses.replace(get_profile("smoke"), name="smoke-ap", cv_objective="free_ap", n_trials=1)
     assert profile.tta == "dihedral"
     validators = []
     real_validator = train.make_validator
@@ -367,7 +366,7 @@ def test_a_killed_training_process_resumes_from_the_stored_study(world, tmp_path
     }
     cli = Path(sys.executable).parent / "parking-ml"
     proc = subprocess.Popen([str(cli), "train"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    name = study_name(settings, DATASET, machine_profile(settings))
+    name = study_name(settings, DATASET, get_profile("smoke"))
     victim = None
     deadline = time.monotonic() + 240
     try:

@@ -12,12 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parking_ml.config import Settings
 from parking_ml.model.losses import build_loss
-from parking_ml.model.optim import MatrixViews, build_optimizers, muon_layers
-from parking_ml.model.profiles import PROFILES, SearchSpace, for_machine
+from parking_ml.model.optim import Fp32Muon, MatrixViews, build_optimizers, muon_layers, orthogonalise_fp32
+from parking_ml.model.profiles import PROFILES, SearchSpace
 from parking_ml.model.train import FitConfig, _replan, fit
-from parking_ml.model.tune import default_params, fit_config, machine_profile, study_name, suggest
+from parking_ml.model.tune import default_params, fit_config, suggest
 
 
 def _net() -> nn.Sequential:
@@ -79,9 +78,13 @@ def test_matrix_views_share_the_weights_memory_and_take_their_gradients(channels
     assert float(matrix.grad[4, column]) == float(grad[4, 5, 1, 2])
 
 
-def test_fits_muon_steps_are_torchs_muon_on_each_weight_as_a_matrix():
-    """The reference keeps the hidden convolution's weight as a plain 2-D leaf and runs torch.optim.Muon and
-    AdamW by hand: fit must land on the same weights."""
+@pytest.mark.parametrize("bf16_matmul", [True, False])
+def test_fits_muon_steps_are_torchs_muon_on_each_weight_as_a_matrix(bf16_matmul, monkeypatch):
+    """The reference keeps the hidden convolution's weight as a plain 2-D leaf and runs torch.optim.Muon (or
+    Fp32Muon, on a machine without bf16 matrix hardware) and AdamW by hand: fit must land on the same weights."""
+    from parking_ml.model import train
+
+    monkeypatch.setattr(train, "bf16_matmul_in_hardware", lambda device: bf16_matmul)
     torch.manual_seed(5)
     start = _net()
     ours = copy.deepcopy(start)
@@ -92,7 +95,8 @@ def test_fits_muon_steps_are_torchs_muon_on_each_weight_as_a_matrix():
     ref = copy.deepcopy(start)
     matrix = nn.Parameter(ref[2].weight.detach().reshape(8, -1).clone())
     rest = [p for name, p in ref.named_parameters() if name != "2.weight"]
-    muon = torch.optim.Muon([matrix], lr=0.02, weight_decay=0.0, adjust_lr_fn="original")
+    muon_cls = torch.optim.Muon if bf16_matmul else Fp32Muon
+    muon = muon_cls([matrix], lr=0.02, weight_decay=0.0, adjust_lr_fn="original")
     adamw = torch.optim.AdamW(rest, lr=5e-3, weight_decay=1e-2)
     loss_fn = build_loss("ce", None)
 
@@ -173,27 +177,55 @@ def test_searched_optimizer_and_its_learning_rate_reach_the_fit():
     assert fit_config(old, PROFILES["smoke"], 1, "free_f1").optimizer == "adamw"
 
 
-@pytest.mark.parametrize("name", sorted(PROFILES))
-def test_a_machine_without_bf16_matrix_hardware_searches_adamw_alone(name):
-    profile = PROFILES[name]
-    assert for_machine(profile, bf16_matmul=True) is profile
-    cpu_only = for_machine(profile, bf16_matmul=False)
-    assert "muon" not in cpu_only.space.optimizers and cpu_only.space.optimizers
-    assert cpu_only.seed_params.get("optimizer", "adamw") == "adamw" and "muon_lr" not in cpu_only.seed_params
-    # everything else of the profile, and the shared PROFILES entry, stay as they were
-    assert {k: v for k, v in cpu_only.seed_params.items() if k != "optimizer"} == {
-        k: v for k, v in profile.seed_params.items() if k not in ("optimizer", "muon_lr")
-    }
-    assert replace(cpu_only, space=profile.space, seed_params=profile.seed_params, machine_variant=None) == profile
-    # its study is not the one the same data and profile would resume on a machine with Muon
-    settings = Settings(profile=name)
-    assert study_name(settings, "v1", cpu_only) == study_name(settings, "v1", profile) + "-adamw"
-    assert PROFILES[name] is profile and "muon" in profile.space.optimizers
-    # the trial TPE starts from and the defaults train on this machine's optimiser
-    params = default_params(cpu_only)
-    assert params["optimizer"] in cpu_only.space.optimizers and fit_config(
-        params, cpu_only, 1, "free_f1"
-    ).optimizer == ("adamw")
+def _muon_steps(cls: type, shape: tuple[int, int], steps: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start, end) of a matrix after ``steps`` of ``cls`` on fixed random gradients."""
+    g = torch.Generator().manual_seed(3)
+    start = torch.randn(shape, generator=g)
+    param = nn.Parameter(start.clone())
+    opt = cls([param], lr=0.05, weight_decay=0.1, adjust_lr_fn="original")
+    for _ in range(steps):
+        param.grad = torch.randn(shape, generator=g)
+        opt.step()
+    return start, param.detach()
+
+
+@pytest.mark.parametrize("shape", [(16, 40), (40, 16)])
+def test_fp32_muon_steps_as_torchs_muon_up_to_its_bf16_rounding(shape):
+    start, want = _muon_steps(torch.optim.Muon, shape)
+    _, got = _muon_steps(Fp32Muon, shape)
+    moved = float((want - start).abs().max())
+    assert moved > 0.05
+    # torch's bf16 iteration keeps ~3 significant digits of each update
+    assert float((got - want).abs().max()) < 0.02 * moved
+
+
+def test_fp32_orthogonalisation_runs_in_fp32_and_flattens_the_spectrum():
+    from torch.optim._muon import _zeropower_via_newtonschulz
+
+    g = torch.Generator().manual_seed(4)
+    # a badly conditioned update: singular values 0.1 .. 10
+    u, _, v = torch.linalg.svd(torch.randn(24, 60, generator=g), full_matrices=False)
+    update = u @ torch.diag(torch.logspace(-1, 1, 24)) @ v
+    coefficients = (3.4445, -4.7750, 2.0315)
+    ours = orthogonalise_fp32(update, coefficients, 5, 1e-7)
+    assert ours.dtype == torch.float32 and ours.shape == update.shape
+    theirs = _zeropower_via_newtonschulz(update, coefficients, 5, 1e-7)
+    assert theirs.dtype == torch.bfloat16
+    # the quintic iteration maps singular values into ~(0.5, 1.5) rather than exactly 1 (torch's docstring)
+    for out in (ours, theirs.float()):
+        sv = torch.linalg.svdvals(out)
+        assert float(sv.min()) > 0.3 and float(sv.max()) < 1.5
+    torch.testing.assert_close(ours, theirs.float(), atol=0.03, rtol=0.05)
+    # the tall case is the wide one transposed
+    torch.testing.assert_close(orthogonalise_fp32(update.T, coefficients, 5, 1e-7), ours.T)
+
+
+def test_build_optimizers_picks_torchs_muon_only_where_bf16_runs_in_hardware():
+    net = _net()
+    views = MatrixViews(muon_layers(net))
+    for bf16, want in ((True, torch.optim.Muon), (False, Fp32Muon)):
+        opts = build_optimizers(net, views, 1e-2, 0.0, 0.1, fused=False, bf16_matmul=bf16)
+        assert type(opts[1][0]) is want
 
 
 def test_bf16_matrix_hardware_follows_the_cpus_probes_not_the_setting(monkeypatch):
@@ -203,13 +235,3 @@ def test_bf16_matrix_hardware_follows_the_cpus_probes_not_the_setting(monkeypatc
         monkeypatch.setattr(train, "use_cpu_bf16", lambda mode, present=present: mode == "auto" and present)
         assert train.bf16_matmul_in_hardware(torch.device("cpu")) is present
     assert train.bf16_matmul_in_hardware(torch.device("meta")) is False
-
-
-def test_machine_profile_is_the_settings_profile_for_this_device(monkeypatch):
-    from parking_ml.model import train
-
-    for present in (True, False):
-        monkeypatch.setattr(train, "bf16_matmul_in_hardware", lambda device, present=present: present)
-        profile = machine_profile(Settings(profile="demo", device="cpu"))
-        assert profile.name == "demo"
-        assert profile.space.optimizers == (("muon",) if present else ("adamw",))
