@@ -53,7 +53,8 @@ class TrainProfile:
     model_gsd: float | None = None
     # validate each CV epoch on at most this many tiles of the fold (evenly spaced; None: all)
     max_val_tiles: int | None = None
-    # stop starting new trials after this many seconds of tuning (None: no limit)
+    # seconds of tuning: no trial starts that would end past it at the pace of those before (see
+    # tune.stop_before_overrun; None: no limit)
     tuning_budget_s: float | None = None
     scheduler: str = "onecycle"
     # what the CV folds are scored on (an evaluate() metric; None: Settings.objective_metric, what the gate

@@ -261,3 +261,41 @@ def test_fit_runs_the_forward_pass_in_the_configured_precision(cpu_bf16, dtype):
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert not torch.equal(before["0.weight"], model.state_dict()["0.weight"])
     assert all(np.isfinite(h["train_loss"]) for h in result.history)
+
+
+@pytest.mark.parametrize(("trial_s", "ran"), [(90.0, 1), (40.0, 3), (60.0, 2)])
+def test_tuning_starts_no_trial_that_would_end_past_its_budget(trial_s, ran):
+    """150 s of tuning: 90-s trials stop after one (a second would end at 180 s), 40-s ones run all three
+    asked for (120 s), 60-s ones stop after two (a third would end at 180 s). Optuna's own timeout would have
+    started the second 90-s trial at 90 s."""
+    import optuna
+
+    from parking_ml.model.tune import stop_before_overrun
+
+    now = [0.0]
+    callback = stop_before_overrun(150.0, clock=lambda: now[0])
+
+    def objective(trial: optuna.Trial) -> float:
+        now[0] += trial_s  # the trial's work, on the callback's clock
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=3, timeout=150.0, callbacks=[callback])
+    assert len(study.trials) == ran
+
+
+def test_tuning_without_a_budget_runs_every_trial():
+    import optuna
+
+    from parking_ml.model.tune import stop_before_overrun
+
+    now = [0.0]
+    callback = stop_before_overrun(None, clock=lambda: now[0])
+
+    def objective(trial: optuna.Trial) -> float:
+        now[0] += 1000.0
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=3, callbacks=[callback])
+    assert len(study.trials) == 3
