@@ -494,14 +494,14 @@ def stop_before_overrun(budget_s: float | None, clock: Callable[[], float] = tim
     """An Optuna callback that stops the study when one more trial, at the mean pace of the trials this call
     ran, would end past ``budget_s`` of tuning. Optuna's own timeout only refuses to start a trial after the
     budget: on 2 fp32 cores the demo's two trials took 180-184 s of its 150, time the final fit then lacked."""
-    start = clock()
+    start = last = clock()
     durations: list[float] = []
-    last = [start]
 
     def callback(study: Any, trial: Any) -> None:
+        nonlocal last
         now = clock()
-        durations.append(now - last[0])
-        last[0] = now
+        durations.append(now - last)
+        last = now
         if budget_s is None:
             return
         elapsed, pace = now - start, float(np.mean(durations))

@@ -286,6 +286,29 @@ def test_a_resumed_study_runs_only_the_missing_trials(world, trained):
     assert numbers == list(range(profile.n_trials + 1))
 
 
+def test_the_study_stops_where_the_tuning_budget_callback_says(world, monkeypatch):
+    """run_study hands Optuna the profile's tuning budget as stop_before_overrun's: a callback that stops after
+    the first trial leaves one trial of the three asked for."""
+    import dataclasses
+
+    from parking_ml.model import tune
+
+    settings, data = world["settings"], world["data"]
+    profile = dataclasses.replace(get_profile("smoke"), name="smoke-budget", tuning_budget_s=123.0)
+    budgets = []
+
+    def stop_after_first(budget_s):
+        budgets.append(budget_s)
+        return lambda study, trial: study.stop()
+
+    monkeypatch.setattr(tune, "stop_before_overrun", stop_after_first)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(settings.model_name)
+    with mlflow.start_run(run_name="tuning-budget-check"):
+        _, ran = run_study(settings, data, profile, n_trials=3, progress=False)
+    assert budgets == [123.0] and ran == 1
+
+
 def test_a_profile_cv_objective_is_what_the_study_maximises(world, monkeypatch):
     """The demo profile scores folds on free_ap: the trial's value must be that mean, not free F1's. The
     folds validate without the package's test-time augmentation, on tiles from the run's shared cache."""
