@@ -21,7 +21,9 @@ from parking_ml.inference import (
     predict,
     spaces_to_geojson,
     split_merged,
+    split_oversized,
     tta_logits,
+    typical_space_area,
 )
 
 
@@ -154,6 +156,48 @@ def test_two_stalls_merged_in_the_argmax_are_split_along_their_probability_valle
     assert postprocess(probs, config).free_count == 1
     probs[1, 10:30, 15:17] = 0.6
     assert postprocess(probs, PreprocessConfig(min_area_px=300)).free_count == 1
+
+
+def _lot_probs(valley: float, singles: int = 3) -> np.ndarray:
+    """A 60 x 100 map: ``singles`` free stalls of 10 x 20 px at p(free) 0.95, then two such stalls side by side
+    whose 2-px line the argmax calls free at ``valley``, then one 12 x 20 stall with the same valley inside."""
+    probs = np.zeros((3, 60, 100), np.float32)
+    probs[0] = 1.0
+    free = np.array([0.025, 0.95, 0.025], np.float32)[:, None, None]
+    line = np.array([(1 - valley) / 2, valley, (1 - valley) / 2], np.float32)[:, None, None]
+    for i in range(singles):
+        probs[:, 5:25, 5 + 14 * i : 15 + 14 * i] = free
+    probs[:, 35:55, 5:27] = free  # the merged pair
+    probs[:, 35:55, 15:17] = line
+    probs[:, 35:55, 40:52] = free  # one wide stall with a faint seam
+    probs[:, 35:55, 45:47] = line
+    return probs
+
+
+def test_a_space_twice_the_typical_size_is_split_where_a_stricter_core_level_parts_it():
+    config = PreprocessConfig(min_area_px=20)
+    # a valley of 0.88 keeps split_merged's 0.8 cores joined: only the size says it is two stalls
+    pred = postprocess(_lot_probs(0.88), config)
+    pair = pred.mask[35:55, 5:27] == 1
+    assert pred.free_count == 3 + 2 + 1
+    assert pair[:, :10].all() and pair[:, 12:].all() and (~pair).sum() == 20  # one 1-px cut inside the line
+    # the wide stall (240 px against a typical 200) is not tried, though its seam would part it as well
+    assert (pred.mask[35:55, 40:52] == 1).all()
+    assert split_merged(pred.mask[35:55, 40:52] == 1, _lot_probs(0.88)[1, 35:55, 40:52], 20, 0.9).any()
+    # without a valley no level parts the pair; with fewer than 3 spaces there is no typical size to go by
+    assert postprocess(_lot_probs(0.95), config).free_count == 3 + 1 + 1
+    assert postprocess(_lot_probs(0.88, singles=0), config).free_count == 2
+
+
+def test_typical_space_area_is_the_median_space_of_both_classes():
+    mask = np.zeros((40, 60), np.uint8)
+    mask[2:12, 2:12] = 1  # 100 px
+    mask[2:12, 20:32] = 2  # 120 px, occupied
+    mask[20:35, 2:12] = 1  # 150 px
+    mask[30:32, 50:52] = 1  # 4 px: a speck below min_area, not a space
+    assert typical_space_area(mask, min_area=20) == 120.0
+    assert typical_space_area(mask[:, :15], min_area=20) is None  # two spaces say nothing
+    assert not split_oversized(mask == 1, np.ones(mask.shape, np.float32), 20, typical_area=120.0).any()
 
 
 def test_spaces_grow_into_likely_background_but_never_touch_each_other():
