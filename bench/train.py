@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -149,6 +150,15 @@ def external_metrics(model_uri: str, tracking_uri: str, tiles: list[tuple], thre
     return evaluate(preds, [truth for _, truth, _ in tiles])
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _stage(name: str, secs: float, note: str) -> tuple[str, float, str, float]:
+    return name, secs, note, peak_rss_mb()
+
+
 def goal_verdict(key: str, value: float) -> str:
     """'  goal >= 0.85: met' for a metric with a goal, '' otherwise."""
     goal = GOALS.get(key)
@@ -188,7 +198,7 @@ def main() -> int:
     home.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     server, uri = start_local_mlflow(home / "mlflow")
-    stages: list[tuple[str, float, str]] = []
+    stages: list[tuple[str, float, str, float]] = []
     try:
         settings = Settings(home=home, mlflow_tracking_uri=uri, profile=args.profile, seed=args.seed)
         from parking_ml.lake import Lake
@@ -207,19 +217,19 @@ def main() -> int:
             sites=max(1, args.n // args.passes),
             progress=False,
         )
-        stages.append(("synth", time.perf_counter() - t0, f"{len(paths)} images of 512 px"))
+        stages.append(_stage("synth", time.perf_counter() - t0, f"{len(paths)} images of 512 px"))
 
         t0 = time.perf_counter()
         from parking_ml.data.ingest import ingest
 
         summary = ingest(lake, None, settings.max_pixels, progress=False)
-        stages.append(("ingest", time.perf_counter() - t0, json.dumps(summary, default=str)[:80]))
+        stages.append(_stage("ingest", time.perf_counter() - t0, json.dumps(summary, default=str)[:80]))
 
         t0 = time.perf_counter()
         from parking_ml.data.preprocess import PreprocessConfig, preprocess
 
         summary = preprocess(lake, PreprocessConfig.from_settings(settings), progress=False)
-        stages.append(("preprocess", time.perf_counter() - t0, json.dumps(summary, default=str)[:80]))
+        stages.append(_stage("preprocess", time.perf_counter() - t0, json.dumps(summary, default=str)[:80]))
 
         t0 = time.perf_counter()
         from parking_ml.model.tune import run_training
@@ -227,7 +237,7 @@ def main() -> int:
         outcome = run_training(settings)
         train_s = time.perf_counter() - t0
         stages.append(
-            (
+            _stage(
                 "train",
                 train_s,
                 f"tuning {outcome['timings_s'].get('tuning', 0):.0f} s ({outcome['trials_run']} trials), "
@@ -241,13 +251,13 @@ def main() -> int:
         from parking_ml.model.promote import run_promotion
 
         decision = run_promotion(settings)
-        stages.append(("promote", time.perf_counter() - t0, "promoted" if decision["promoted"] else "rejected"))
+        stages.append(_stage("promote", time.perf_counter() - t0, "promoted" if decision["promoted"] else "rejected"))
 
         peer = None
         if not args.no_peer:
             t0 = time.perf_counter()
             peer = train_peer(settings, outcome)
-            stages.append(("peer", time.perf_counter() - t0, f"{PEER_NAME}: {peer['steps']} steps"))
+            stages.append(_stage("peer", time.perf_counter() - t0, f"{PEER_NAME}: {peer['steps']} steps"))
         external: dict[str, dict] = {}
         if args.external:
             t0 = time.perf_counter()
@@ -256,7 +266,7 @@ def main() -> int:
             for name, model_uri in models.items():
                 external[name] = external_metrics(model_uri, uri, tiles, settings.threads)
             note = f"{args.external} lots of seed {args.external_seed}, {4 * args.external} tiles"
-            stages.append(("external", time.perf_counter() - t0, note))
+            stages.append(_stage("external", time.perf_counter() - t0, note))
     finally:
         stop_pid(server.pid, timeout_s=15)
     load_after = os.getloadavg()
@@ -269,10 +279,11 @@ def main() -> int:
         f"optimisers searched {', '.join(get_profile(args.profile).space.optimizers)}, "
         f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
     )
-    print(f"\n{'stage':<12}{'wall s':>9}  note")
-    for name, secs, note in stages:
-        print(f"{name:<12}{secs:>9.1f}  {note}")
-    print(f"{'total':<12}{sum(s for _, s, _ in stages):>9.1f}")
+    # the process's peak resident memory by the end of each stage (it only grows); the MLflow server apart
+    print(f"\n{'stage':<12}{'wall s':>9}{'peak RSS MB':>13}  note")
+    for name, secs, note, peak in stages:
+        print(f"{name:<12}{secs:>9.1f}{peak:>13.0f}  {note}")
+    print(f"{'total':<12}{sum(s for _, s, _, _ in stages):>9.1f}")
     hold = outcome["holdout_metrics"]
     print(f"\nholdout ({int(hold.get('n_tiles', 0))} tiles, via parking_ml.inference):")
     for key in ("iou_free", "free_f1", "iou_occupied", "miou", "space_f1", "free_count_mae", "stall_accuracy"):

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
         "free_f1", description="metric the CV tuning maximises and the promotion gate compares"
     )
     n_trials: int | None = Field(None, ge=1, description="Optuna trials; default from the profile")
+    tile_cache_mb: int = Field(
+        4096, ge=0, description="memory for decoded training tiles shared by folds, trials and the final fit (0: none)"
+    )
 
     # --- local stack / ports -----------------------------------------------------------------------
     host: str = "127.0.0.1"

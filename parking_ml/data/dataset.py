@@ -8,7 +8,7 @@ by up to a pixel at random, and an IoU near 0.85 on 20-px stalls leaves no room 
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,10 @@ import torch
 from torch.utils.data import Dataset
 
 from parking_ml.data.augment import IGNORE_INDEX, normalize_image
+from parking_ml.data.tile_cache import TileCache
 from parking_ml.inference import rescale
 
 CLASSES = 3
-
-# decoded tiles ready for augmentation: (tile_id, scale, gap kernel, gap weight) -> (image, soft target)
-TileCache = MutableMapping[tuple[str, float, int, float], tuple[np.ndarray, np.ndarray]]
 
 
 def read_tile(root: Path, tile_id: str) -> tuple[np.ndarray, np.ndarray]:

@@ -26,8 +26,8 @@ from parking_ml.config import Settings
 from parking_ml.model.metrics import LOWER_IS_BETTER
 from parking_ml.model.profiles import SearchSpace, TrainProfile, decoder_for, final_fit_budget, get_profile
 
-if TYPE_CHECKING:  # the dataset module imports torch; importing this one stays torch-free (it loads lazily)
-    from parking_ml.data.dataset import TileCache
+if TYPE_CHECKING:
+    from parking_ml.data.tile_cache import TileCache
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,10 @@ def load_processed(settings: Settings, version: str | None = None) -> ProcessedD
     version = version or processed.latest_version(lake)
     root = Path(processed.materialize(lake, version, settings.cache_dir))
     manifest = processed.load_manifest(root)
-    return ProcessedData(root=root, manifest=manifest, version=version)
+    from parking_ml.data.tile_cache import BoundedTileCache
+
+    decoded = BoundedTileCache(settings.tile_cache_mb * 2**20)
+    return ProcessedData(root=root, manifest=manifest, version=version, decoded=decoded)
 
 
 def training_rows(manifest: pd.DataFrame) -> pd.DataFrame:

@@ -575,3 +575,12 @@ def test_train_and_promote_dags_run(world, trained, airflow_home, monkeypatch):
     assert run.state == "success"
     assert registry.get_version(settings, after.version).tags["promotion_decision"] == "promoted"
     assert registry.get_alias_version(settings, "champion").version == after.version
+
+
+def test_processed_data_loaded_for_training_shares_a_cache_bounded_by_the_settings(world):
+    from parking_ml.data.tile_cache import BoundedTileCache
+    from parking_ml.model.tune import load_processed
+
+    data = load_processed(world["settings"].model_copy(update={"tile_cache_mb": 3}), DATASET)
+    assert isinstance(data.decoded, BoundedTileCache) and data.decoded.max_bytes == 3 * 2**20
+    assert len(data.manifest) == len(world["data"].manifest) and data.version == DATASET

@@ -223,3 +223,36 @@ def test_datasets_sharing_a_cache_decode_each_tile_once(tmp_path, monkeypatch):
     TileDataset(tmp_path, manifest.iloc[:1], cache=shared, model_gsd=0.4)[0]
     TileDataset(tmp_path, manifest.iloc[:1], cache=shared, model_gsd=0.2, gap_weight=2.0)[0]
     assert len(shared) == 5 and len(reads) == 6
+
+
+def test_a_bounded_cache_holds_tiles_up_to_its_budget_and_decodes_the_rest_each_time(tmp_path, monkeypatch):
+    import parking_ml.data.dataset as dataset
+    from parking_ml.data.tile_cache import BoundedTileCache
+
+    manifest = _processed(tmp_path, n=3, gsd=0.1)
+    reads: list[str] = []
+    real_read = dataset.read_tile
+    monkeypatch.setattr(dataset, "read_tile", lambda root, tile_id: reads.append(tile_id) or real_read(root, tile_id))
+    one = sum(a.nbytes for a in TileDataset(tmp_path, manifest.iloc[:1], model_gsd=0.2)._load(0))
+    reads.clear()
+    cache = BoundedTileCache(2 * one + one // 2)  # room for two tiles and a half
+    ds = TileDataset(tmp_path, manifest, cache=cache, model_gsd=0.2)
+    first = [ds[i]["target"] for i in range(3)]
+    again = [ds[i]["target"] for i in range(3)]
+    assert len(cache) == 2 and cache.nbytes == 2 * one and cache.refused == 2
+    # the two held tiles were decoded once, the third each time it was drawn, and all give the same items
+    assert sorted(reads) == sorted([*manifest["tile_id"], manifest["tile_id"].iloc[2]])
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
+    np.testing.assert_array_equal(again[2], TileDataset(tmp_path, manifest, model_gsd=0.2)[2]["target"])
+    # replacing a held entry counts its bytes once; deleting one frees them
+    key = next(iter(cache))
+    cache[key] = cache[key]
+    assert cache.nbytes == 2 * one
+    del cache[key]
+    assert len(cache) == 1 and cache.nbytes == one
+    nothing = BoundedTileCache(0)
+    TileDataset(tmp_path, manifest, cache=nothing, model_gsd=0.2)[0]
+    assert len(nothing) == 0
+    with pytest.raises(ValueError, match="max_bytes"):
+        BoundedTileCache(-1)
