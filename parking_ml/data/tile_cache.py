@@ -17,6 +17,10 @@ TileKey = tuple[str, float, int, float]
 TileCache = MutableMapping[TileKey, tuple[np.ndarray, np.ndarray]]
 
 
+def _nbytes(item: tuple[np.ndarray, np.ndarray]) -> int:
+    return sum(int(a.nbytes) for a in item)
+
+
 class BoundedTileCache(MutableMapping):
     """A TileCache that holds decoded tiles up to ``max_bytes`` and then takes no more: a 256-px tile at
     0.1 m/px is 245 KB at the demo's 0.2 m/px (its soft target is float32), so 100,000 such tiles would
@@ -35,9 +39,9 @@ class BoundedTileCache(MutableMapping):
         return self._items[key]
 
     def __setitem__(self, key: TileKey, item: tuple[np.ndarray, np.ndarray]) -> None:
-        size = sum(int(a.nbytes) for a in item)
+        size = _nbytes(item)
         old = self._items.get(key)
-        held = self.nbytes - (sum(int(a.nbytes) for a in old) if old is not None else 0)
+        held = self.nbytes - (_nbytes(old) if old is not None else 0)
         if held + size > self.max_bytes:
             if self.refused == 0:
                 logger.info(
@@ -50,8 +54,7 @@ class BoundedTileCache(MutableMapping):
         self.nbytes = held + size
 
     def __delitem__(self, key: TileKey) -> None:
-        item = self._items.pop(key)
-        self.nbytes -= sum(int(a.nbytes) for a in item)
+        self.nbytes -= _nbytes(self._items.pop(key))
 
     def __iter__(self) -> Iterator[TileKey]:
         return iter(self._items)

@@ -17,17 +17,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from parking_ml.config import Settings
+from parking_ml.data.tile_cache import BoundedTileCache, TileCache
 from parking_ml.model.metrics import LOWER_IS_BETTER
 from parking_ml.model.profiles import SearchSpace, TrainProfile, decoder_for, final_fit_budget, get_profile
-
-if TYPE_CHECKING:
-    from parking_ml.data.tile_cache import TileCache
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +80,6 @@ def load_processed(settings: Settings, version: str | None = None) -> ProcessedD
     version = version or processed.latest_version(lake)
     root = Path(processed.materialize(lake, version, settings.cache_dir))
     manifest = processed.load_manifest(root)
-    from parking_ml.data.tile_cache import BoundedTileCache
-
     decoded = BoundedTileCache(settings.tile_cache_mb * 2**20)
     return ProcessedData(root=root, manifest=manifest, version=version, decoded=decoded)
 
