@@ -483,37 +483,35 @@ def split_merged(binary: np.ndarray, prob: np.ndarray, min_core: int, core_prob:
 # model without TTA (noisier maps), seed 99 | holdout: 1.169 -> 1.120 | 1.357 -> 1.348, space F1 0.866 ->
 # 0.879 | 0.850 -> 0.862. At 1.8x it gained less (0.870 on seed 99), 1.5x as 1.6x; stopping at the level
 # nearest the area's stall count, or adding 0.995, changed nothing; cutting what no level parts into equal
-# slices along the component's long axis split real spaces too (0.885). Post-processing a 256-px tile: 6.9 ->
-# 7.7 ms.
+# slices along the component's long axis split real spaces too (0.885). Post-processing a 256-px tile
+# (those 384, best of 3 passes): 5.6 -> 5.9-6.1 ms.
 OVERSIZE = 1.6
 SPLIT_LEVELS = (0.85, 0.9, 0.93, 0.96, 0.98, 0.99)
 # a median of fewer spaces than this says nothing of the image's stall size
 MIN_SPACES_FOR_TYPICAL = 3
 
 
-def typical_space_area(mask: np.ndarray, min_area: int) -> float | None:
-    """Median pixel area of the spaces (8-connected class 1 and class 2 components of at least ``min_area``
-    px) of a class map, or None when it holds fewer than MIN_SPACES_FOR_TYPICAL."""
-    import cv2
-
-    areas: list[np.ndarray] = []
-    for cls in STATUS_BY_CLASS:
-        _, _, stats, _ = cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
-        area = stats[1:, cv2.CC_STAT_AREA]
-        areas.append(area[area >= min_area])
-    every = np.concatenate(areas)
+def typical_space_area(component_areas: Sequence[np.ndarray], min_area: int) -> float | None:
+    """Median pixel area of the spaces (components of at least ``min_area`` px; one array of component areas
+    per class), or None when there are fewer than MIN_SPACES_FOR_TYPICAL."""
+    every = np.concatenate([np.asarray(a)[np.asarray(a) >= min_area] for a in component_areas])
     return float(np.median(every)) if every.size >= MIN_SPACES_FOR_TYPICAL else None
 
 
 def split_oversized(
-    binary: np.ndarray, prob: np.ndarray, min_core: int, typical_area: float, levels: Sequence[float] = SPLIT_LEVELS
+    labels: np.ndarray,
+    stats: np.ndarray,
+    prob: np.ndarray,
+    min_core: int,
+    typical_area: float,
+    levels: Sequence[float] = SPLIT_LEVELS,
 ) -> np.ndarray:
-    """Pixels to clear so that each component of ``binary`` of at least OVERSIZE x ``typical_area`` px falls
-    apart at the first core level (see split_merged) that parts it in two or more. Bool H x W."""
+    """Pixels to clear so that each component (``labels`` and ``stats`` of cv2.connectedComponentsWithStats)
+    of at least OVERSIZE x ``typical_area`` px falls apart at the first core level (see split_merged) that
+    parts it in two or more. Bool H x W."""
     import cv2
 
-    carve = np.zeros(binary.shape, dtype=bool)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
+    carve = np.zeros(labels.shape, dtype=bool)
     oversized = stats[:, cv2.CC_STAT_AREA] >= OVERSIZE * typical_area
     oversized[0] = False  # label 0 is everything else
     for k in np.flatnonzero(oversized):
@@ -626,15 +624,22 @@ def postprocess(probs: np.ndarray, config: PreprocessConfig, image_gsd: float | 
                 _, labels = cv2.connectedComponents((mask == cls).view(np.uint8), connectivity=8)
             grown = grow_spaces(labels, (mask == 0) & (probs[cls] >= config.grow_prob[cls - 1]), steps)
             mask[(grown > 0) & (labels == 0)] = cls
-    typical = typical_space_area(mask, min_area)
-    for cls, status in STATUS_BY_CLASS.items():
-        if cls >= probs.shape[0]:
-            continue
+    # one labelling per class serves the typical size, the split and the spaces (again only where it cut)
+    components = {
+        cls: cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
+        for cls in STATUS_BY_CLASS
+        if cls < probs.shape[0]
+    }
+    typical = typical_space_area([c[2][1:, cv2.CC_STAT_AREA] for c in components.values()], min_area)
+    for cls, (n, labels, stats, centroids) in components.items():
+        status = STATUS_BY_CLASS[cls]
         if typical is not None:
-            carve = split_oversized(mask == cls, probs[cls], min_area, typical)
+            carve = split_oversized(labels, stats, probs[cls], min_area, typical)
             if carve.any():
                 mask[carve] = 0
-        n, labels, stats, centroids = cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
+                n, labels, stats, centroids = cv2.connectedComponentsWithStats(
+                    (mask == cls).view(np.uint8), connectivity=8
+                )
         for k in range(1, n):
             x0, y0, bw, bh, area = (int(v) for v in stats[k])
             roi = labels[y0 : y0 + bh, x0 : x0 + bw] == k

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -195,9 +196,14 @@ def test_typical_space_area_is_the_median_space_of_both_classes():
     mask[2:12, 20:32] = 2  # 120 px, occupied
     mask[20:35, 2:12] = 1  # 150 px
     mask[30:32, 50:52] = 1  # 4 px: a speck below min_area, not a space
-    assert typical_space_area(mask, min_area=20) == 120.0
-    assert typical_space_area(mask[:, :15], min_area=20) is None  # two spaces say nothing
-    assert not split_oversized(mask == 1, np.ones(mask.shape, np.float32), 20, typical_area=120.0).any()
+
+    def areas(m):
+        return [cv2.connectedComponentsWithStats((m == c).view(np.uint8), connectivity=8)[2][1:, 4] for c in (1, 2)]
+
+    assert typical_space_area(areas(mask), min_area=20) == 120.0
+    assert typical_space_area(areas(mask[:, :15]), min_area=20) is None  # two spaces say nothing
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((mask == 1).view(np.uint8), connectivity=8)
+    assert not split_oversized(labels, stats, np.ones(mask.shape, np.float32), 20, typical_area=120.0).any()
 
 
 def test_spaces_grow_into_likely_background_but_never_touch_each_other():
