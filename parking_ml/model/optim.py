@@ -19,11 +19,11 @@ and the one that writes the classes, and every bias and norm, stay with AdamW.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.optim._muon import _adjust_lr
 
 OPTIMIZERS = ("adamw", "muon")
 # fewer input or output channels than this: the image (RGB) or the classes, not a hidden layer
@@ -82,6 +82,18 @@ class MatrixViews:
             weight.grad = None
 
 
+def muon_step_lr(lr: float, adjust_lr_fn: str | None, shape: Sequence[int]) -> float:
+    """The learning rate a Muon step applies to a (rows, columns) matrix, by torch.optim.Muon's documented
+    ``adjust_lr_fn`` rules. Written out here because torch keeps its own in a private module
+    (torch.optim._muon), which a torch release may move or rename without notice."""
+    rows, cols = shape[0], shape[1]
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return lr * math.sqrt(max(1.0, rows / cols))
+    if adjust_lr_fn == "match_rms_adamw":
+        return lr * 0.2 * math.sqrt(max(rows, cols))
+    raise ValueError(f"Muon adjust_lr_fn {adjust_lr_fn!r}: expected 'original' or 'match_rms_adamw'")
+
+
 def orthogonalise_fp32(
     update: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
 ) -> torch.Tensor:
@@ -111,17 +123,18 @@ class Fp32Muon(torch.optim.Muon):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params: list[torch.Tensor] = []
-            grads: list[torch.Tensor] = []
-            bufs: list[torch.Tensor] = []
-            self._init_group(group, params, grads, bufs)
             lr, momentum = float(group["lr"]), group["momentum"]
-            for param, grad, buf in zip(params, grads, bufs, strict=True):
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                grad = param.grad
+                # torch's own state key, so a checkpoint moves between the two classes
+                buf = self.state[param].setdefault("momentum_buffer", torch.zeros_like(grad))
                 buf.lerp_(grad, 1 - momentum)
                 update = grad.lerp(buf, momentum) if group["nesterov"] else buf
                 update = orthogonalise_fp32(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
                 param.mul_(1 - lr * group["weight_decay"])
-                param.add_(update, alpha=-_adjust_lr(lr, group["adjust_lr_fn"], param.shape))
+                param.add_(update, alpha=-muon_step_lr(lr, group["adjust_lr_fn"], param.shape))
         return loss
 
 

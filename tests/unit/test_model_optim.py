@@ -13,7 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from parking_ml.model.losses import build_loss
-from parking_ml.model.optim import Fp32Muon, MatrixViews, build_optimizers, muon_layers, orthogonalise_fp32
+from parking_ml.model.optim import (
+    Fp32Muon,
+    MatrixViews,
+    build_optimizers,
+    muon_layers,
+    muon_step_lr,
+    orthogonalise_fp32,
+)
 from parking_ml.model.profiles import PROFILES, SearchSpace
 from parking_ml.model.train import FitConfig, _replan, fit
 from parking_ml.model.tune import default_params, fit_config, suggest
@@ -177,22 +184,26 @@ def test_searched_optimizer_and_its_learning_rate_reach_the_fit():
     assert fit_config(old, PROFILES["smoke"], 1, "free_f1").optimizer == "adamw"
 
 
-def _muon_steps(cls: type, shape: tuple[int, int], steps: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+def _muon_steps(
+    cls: type, shape: tuple[int, int], steps: int = 3, rule: str = "original"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(start, end) of a matrix after ``steps`` of ``cls`` on fixed random gradients."""
     g = torch.Generator().manual_seed(3)
     start = torch.randn(shape, generator=g)
     param = nn.Parameter(start.clone())
-    opt = cls([param], lr=0.05, weight_decay=0.1, adjust_lr_fn="original")
+    opt = cls([param], lr=0.05, weight_decay=0.1, adjust_lr_fn=rule)
     for _ in range(steps):
         param.grad = torch.randn(shape, generator=g)
         opt.step()
     return start, param.detach()
 
 
+@pytest.mark.parametrize("rule", ["original", "match_rms_adamw"])
 @pytest.mark.parametrize("shape", [(16, 40), (40, 16)])
-def test_fp32_muon_steps_as_torchs_muon_up_to_its_bf16_rounding(shape):
-    start, want = _muon_steps(torch.optim.Muon, shape)
-    _, got = _muon_steps(Fp32Muon, shape)
+def test_fp32_muon_steps_as_torchs_muon_up_to_its_bf16_rounding(shape, rule):
+    # both learning-rate rules: Fp32Muon applies its own copy of them, so this is what ties it to torch's
+    start, want = _muon_steps(torch.optim.Muon, shape, rule=rule)
+    _, got = _muon_steps(Fp32Muon, shape, rule=rule)
     moved = float((want - start).abs().max())
     assert moved > 0.05
     # torch's bf16 iteration keeps ~3 significant digits of each update
@@ -218,6 +229,41 @@ def test_fp32_orthogonalisation_runs_in_fp32_and_flattens_the_spectrum():
     torch.testing.assert_close(ours, theirs.float(), atol=0.03, rtol=0.05)
     # the tall case is the wide one transposed
     torch.testing.assert_close(orthogonalise_fp32(update.T, coefficients, 5, 1e-7), ours.T)
+
+
+def test_fp32_muon_checkpoint_resumes_in_torchs_muon():
+    """Fp32Muon keeps torch's state (one momentum buffer a matrix, same key): a checkpoint taken on a machine
+    without bf16 hardware resumes on one with it."""
+    g = torch.Generator().manual_seed(5)
+    grads = [torch.randn(16, 40, generator=g) for _ in range(3)]
+    start = torch.randn(16, 40, generator=g)
+
+    def run(resume_in: type | None) -> torch.Tensor:
+        param = nn.Parameter(start.clone())
+        opt = Fp32Muon([param], lr=0.05, weight_decay=0.0, adjust_lr_fn="original")
+        for k, grad in enumerate(grads):
+            if k == 2 and resume_in is not None:
+                state = opt.state_dict()
+                opt = resume_in([param], lr=0.05, weight_decay=0.0, adjust_lr_fn="original")
+                opt.load_state_dict(state)
+            param.grad = grad.clone()
+            opt.step()
+        return param.detach()
+
+    fresh = run(None)
+    resumed = run(torch.optim.Muon)
+    # without the momentum buffer the third step would follow its own gradient alone: far from both
+    assert float((fresh - start).abs().max()) > 0.05
+    # torch's step rounds its update to bf16 (~1 % of a step here); a lost buffer moved it by ~20 %
+    assert float((resumed - fresh).abs().max()) < 0.05 * float((fresh - start).abs().max())
+
+
+def test_muon_step_lr_refuses_a_rule_it_does_not_know():
+    assert muon_step_lr(0.1, "original", (40, 10)) == pytest.approx(0.2)
+    assert muon_step_lr(0.1, "original", (10, 40)) == pytest.approx(0.1)
+    assert muon_step_lr(0.1, "match_rms_adamw", (10, 25)) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="adjust_lr_fn 'spectral'"):
+        muon_step_lr(0.1, "spectral", (4, 4))
 
 
 def test_build_optimizers_picks_torchs_muon_only_where_bf16_runs_in_hardware():
