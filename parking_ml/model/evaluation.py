@@ -7,6 +7,9 @@ compares are the numbers users get.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import logging
 from collections.abc import Sequence
@@ -19,6 +22,55 @@ import pandas as pd
 from parking_ml.model.metrics import CLASS_NAMES, evaluate
 
 logger = logging.getLogger(__name__)
+
+# what turns a package and tiles into holdout metrics: these modules' source and these distributions
+SCORER_MODULES = (
+    "parking_ml.inference",
+    "parking_ml.model.metrics",
+    "parking_ml.model.evaluation",
+    "parking_ml.data.dataset",
+)
+SCORER_DISTRIBUTIONS = ("onnxruntime", "opencv-python-headless", "numpy")
+HOLDOUT_STAMP_KEY = "holdout_scored"
+
+
+def scorer_fingerprint() -> str:
+    """Short hash of the code that scores a holdout: a stored score is only as good as the code that made it."""
+    digest = hashlib.sha256()
+    for name in SCORER_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"cannot locate the source of {name}")
+        digest.update(name.encode() + b"\0" + Path(spec.origin).read_bytes())
+    for dist in SCORER_DISTRIBUTIONS:
+        try:
+            found = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found = "absent"
+        digest.update(f"{dist}=={found}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def package_digest(package_dir: Path) -> str:
+    """sha256 of what a package's predictions depend on: the network and its preprocess.json."""
+    from parking_ml.model.package import MODEL_FILE, PREPROCESS_FILE
+
+    digest = hashlib.sha256()
+    for name in (MODEL_FILE, PREPROCESS_FILE):
+        with open(Path(package_dir) / name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def holdout_stamp(package_dir: Path, dataset_version: str) -> dict[str, str]:
+    """Which package, holdout and scoring code a holdout score belongs to; stored beside the score in eval.json
+    so that the promotion gate can take it instead of scoring the same package on the same tiles again."""
+    return {
+        "dataset_version": dataset_version,
+        "package_sha256": package_digest(package_dir),
+        "scorer": scorer_fingerprint(),
+    }
 
 
 def load_stalls(root: Path, tile_id: str) -> Any:

@@ -826,6 +826,7 @@ def final_fit(
                 "params": params,
                 "cv": cv,
                 "holdout": holdout,
+                **({evaluation.HOLDOUT_STAMP_KEY: evaluation.holdout_stamp(pkg, data.version)} if holdout else {}),
                 "history": result.history,
                 "parity_max_abs_diff": info.parity_max_abs_diff,
             }

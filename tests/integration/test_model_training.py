@@ -20,6 +20,7 @@ from torch import nn
 
 from parking_ml.config import Settings
 from parking_ml.model import promote, registry
+from parking_ml.model.metrics import scalar_metrics
 from parking_ml.model.package import build_package, download_package
 from parking_ml.model.profiles import get_profile
 from parking_ml.model.tune import (
@@ -537,6 +538,54 @@ def test_gate_promotes_only_better_models_and_rollback_restores(world, tmp_path,
     assert registry.get_alias_version(settings, "champion").version == medium
     with pytest.raises(ValueError, match="no previous champion"):
         promote.rollback(settings, "too far")
+
+
+def test_the_gate_takes_the_training_runs_holdout_score_only_for_the_same_package_holdout_and_code(
+    world, trained, monkeypatch
+):
+    """The final fit stored its holdout score with a stamp; the gate takes that score for the same package
+    bytes on the same dataset version scored by the same code, and scores anything else itself: what it
+    scores then equals what it took."""
+    import dataclasses
+
+    from parking_ml.model import evaluation
+
+    settings = world["settings"].model_copy(update={"model_name": "it-reuse", "promotion_min_quality": 0.0})
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    source = registry.get_version(world["settings"], trained["model_version"])
+    client.create_registered_model("it-reuse")
+
+    def challenger() -> str:
+        version = client.create_model_version(
+            "it-reuse", source.source, run_id=source.run_id, model_id=source.source.removeprefix("models:/")
+        ).version
+        registry.set_alias(settings, "challenger", version)
+        return version
+
+    first = challenger()
+    d = promote.run_promotion(settings, data=world["data"])
+    assert d["promoted"] is True, d["reason"]
+    assert d["holdout_sources"] == {"challenger": f"training run {source.run_id}"}
+    stored = scalar_metrics(d["challenger_metrics"])
+    assert stored == pytest.approx(trained["holdout_metrics"])
+    exp = client.get_experiment_by_name("it-reuse")
+    gate = client.search_runs([exp.experiment_id], "tags.run_kind = 'promotion'")[0]
+    assert gate.data.params["challenger_holdout"] == f"training run {source.run_id}"
+
+    # other scoring code: both sides are scored here, and the score equals the one that was taken
+    challenger()
+    monkeypatch.setattr(evaluation, "scorer_fingerprint", lambda: "another-scorer")
+    d = promote.run_promotion(settings, data=world["data"])
+    assert d["holdout_sources"] == {"challenger": "scored", "champion": "scored"}
+    assert scalar_metrics(d["challenger_metrics"]) == pytest.approx(stored)
+    assert scalar_metrics(d["champion_metrics"]) == pytest.approx(stored)
+    assert d["promoted"] is False and registry.get_alias_version(settings, "champion").version == first
+    monkeypatch.undo()
+
+    # the same code but another holdout (dataset version): scored again
+    challenger()
+    d = promote.run_promotion(settings, data=dataclasses.replace(world["data"], version="another-dataset"))
+    assert d["holdout_sources"] == {"challenger": "scored", "champion": "scored"}
 
 
 # --- DAGs --------------------------------------------------------------------------------------------

@@ -93,6 +93,34 @@ def test_guard_metrics_block_a_regression():
     assert decide({"iou_free": 0.9}, {"iou_free": 0.7}, _settings(objective_metric="iou_free"))[0] is True
 
 
+def test_a_holdout_stamp_names_the_package_bytes_the_holdout_and_the_scoring_code(tmp_path, monkeypatch):
+    """The gate takes a stored holdout score only under an equal stamp: any byte of the network or its
+    preprocess.json, another dataset version, or another scoring library must change it."""
+    import importlib.metadata
+
+    from parking_ml.model import evaluation
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "model.onnx").write_bytes(b"\x08\x07network")
+    (pkg / "preprocess.json").write_text('{"tile_size": 256}')
+    first = evaluation.holdout_stamp(pkg, "v1")
+    assert first == evaluation.holdout_stamp(pkg, "v1")
+    assert set(first) == {"dataset_version", "package_sha256", "scorer"}
+    assert evaluation.holdout_stamp(pkg, "v2") != first
+    # files beside the two (the drift reference) do not change what the package predicts
+    (pkg / "reference_features.parquet").write_bytes(b"anything")
+    assert evaluation.holdout_stamp(pkg, "v1") == first
+    (pkg / "preprocess.json").write_text('{"tile_size": 512}')
+    assert evaluation.holdout_stamp(pkg, "v1")["package_sha256"] != first["package_sha256"]
+    (pkg / "preprocess.json").write_text('{"tile_size": 256}')
+    (pkg / "model.onnx").write_bytes(b"\x08\x07netwurk")
+    assert evaluation.holdout_stamp(pkg, "v1")["package_sha256"] != first["package_sha256"]
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "0.0.1" if d == "onnxruntime" else real_version(d))
+    assert evaluation.scorer_fingerprint() != first["scorer"]
+
+
 def test_speck_filter_is_a_tenth_of_the_median_space_at_the_model_gsd(tmp_path):
     import cv2
     import numpy as np
