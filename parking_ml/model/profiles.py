@@ -242,9 +242,14 @@ PROFILES: dict[str, TrainProfile] = {
             # 1.4x the time (65 -> 93 ms bare, 2 cores with AMX). Same machine, 300-s fits, seeds 7 / 11: batch
             # 8 4,168 / 4,448 steps, fresh-lot free IoU 0.783 / 0.787, count error 1.01 / 0.90, holdout 0.743 /
             # 0.745; batch 16 2,483 / 2,904 steps, 0.789 / 0.796, 0.91 / 0.94, holdout 0.747 / 0.760. Batch 32
-            # (seed 7, 1,451 steps): 0.782 / 1.01, holdout 0.749. bench/train.py there, batch 8 -> 16: a 401-s fit
-            # of 5,419 steps -> a 427-s fit of 4,246, fresh lots 0.795 -> 0.817, count error 0.94 -> 0.77,
-            # holdout 0.767 -> 0.786, 1.10 -> 0.99
+            # (seed 7, 1,451 steps): 0.782 / 1.01, holdout 0.749; 12 crops of 128 px (seeds 7 / 11, 2,432 / 2,143
+            # steps): 0.790 / 0.786, holdout 0.754 / 0.743. bench/train.py there, batch 8 -> 16: a 401-s fit of
+            # 5,419 steps -> a 427-s fit of 4,246, fresh lots 0.795 -> 0.817, count error 0.94 -> 0.77, holdout
+            # 0.767 -> 0.786, 1.10 -> 0.99. Batch 24 won the paired fits (2,187 / 2,141 steps: 0.801 / 0.800,
+            # holdout 0.767 / 0.762) and lost the bench (a 414-s fit of 2,809 steps: 0.813 / 0.83, holdout
+            # 0.777 / 1.09), so 16: equal within noise here, and on a CPU without bf16 hardware, where a step
+            # costs what its arithmetic does (fp32 here: 16 crops 1.6x the time of 8), the smaller batch
+            # loses fewer steps (batch 16 is not measured on such a machine)
             batch_sizes=(16,),
             aug_strength=(0.3, 0.5),
             # Muon on the hidden convolutions, AdamW (lr above) on the rest: same data, seed and 1,200 steps,
