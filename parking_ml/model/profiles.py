@@ -249,7 +249,13 @@ PROFILES: dict[str, TrainProfile] = {
             # holdout 0.767 / 0.762) and lost the bench (a 414-s fit of 2,809 steps: 0.813 / 0.83, holdout
             # 0.777 / 1.09), so 16: equal within noise here, and on a CPU without bf16 hardware, where a step
             # costs what its arithmetic does (fp32 here: 16 crops 1.6x the time of 8), the smaller batch
-            # loses fewer steps (batch 16 is not measured on such a machine)
+            # could do better. With bf16 off here it did not (PARKING_CPU_BF16=off: the fp32 decoder below; Muon's
+            # iteration kept its bf16 matrix units), 300-s fits, seeds 7 / 11: batch 8 3,060 / 3,028 steps,
+            # fresh lots 0.725 / 0.720, count error 1.34 / 1.38, holdout 0.678 / 0.675; batch 16 1,822 / 1,876
+            # steps, 0.726 / 0.744, 1.38 / 1.24, holdout 0.683 / 0.689
+            # The seed point's learning rates still hold at batch 16 (same machine and data, 300-s fits, seeds 7 /
+            # 11): as they are, fresh lots 0.790 / 0.788, holdout 0.749 / 0.754; both 1.4x (lr 1.54e-2, Muon 0.14)
+            # 0.785 / 0.783, holdout 0.741 / 0.749; both 0.7x (7.7e-3, 0.07) 0.781 / 0.778, holdout 0.743 / 0.739
             batch_sizes=(16,),
             aug_strength=(0.3, 0.5),
             # Muon on the hidden convolutions, AdamW (lr above) on the rest: same data, seed and 1,200 steps,

@@ -114,6 +114,7 @@ def bf16_matmul_in_hardware(device: torch.device) -> bool:
 
 def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
     # not torch.compile: on 2 AVX2 cores the demo's step stayed at 150 ms (147 eager) after an 86-s build
+    # (on 2 cores of a Xeon with AMX, bf16, 16 crops of 96 px: 115 against 109 ms eager after a 52-s build)
     model = model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
