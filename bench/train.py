@@ -189,6 +189,7 @@ def main() -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from parking_ml.config import Settings
     from parking_ml.logs import configure_logging
+    from parking_ml.model.metrics import FREE_ERROR_KINDS
     from parking_ml.model.profiles import get_profile
     from parking_ml.model.train import use_cpu_bf16
     from parking_ml.model.tune import decoder_channels
@@ -311,6 +312,11 @@ def main() -> int:
                 peer_value = external["peer"][key]
                 row += f"{ext[key] / peer_value if peer_value else float('nan'):>11.2f}"
             print(f"  {key:<16}{row}{goal_verdict(key, ext[key])}")
+    losses = {"holdout": hold, **({"external": external["ours"]} if external else {})}
+    print("\nwhere free IoU is lost (shares of the free union of truth and prediction; they sum to 1 - IoU):")
+    print(f"  {'kind':<16}" + "".join(f"{n:>10}" for n in losses))
+    for kind in FREE_ERROR_KINDS:
+        print(f"  {kind:<16}" + "".join(f"{m.get(f'free_err_{kind}', float('nan')):>10.4f}" for m in losses.values()))
     print(f"\npromotion: {decision['reason']}")
     if args.keep is None:
         shutil.rmtree(home, ignore_errors=True)

@@ -59,8 +59,11 @@ def ignore_predictions_on_ignored(pred: np.ndarray, true: np.ndarray, share: flo
     return out
 
 
-def match_spaces(pred: np.ndarray, true: np.ndarray, iou: float = MATCH_IOU) -> tuple[int, int, int]:
-    """(true positives, predicted count, true count) of class-1 components matched one-to-one at IoU >= iou.
+def _matched_labels(
+    pred: np.ndarray, true: np.ndarray, iou: float = MATCH_IOU
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(predicted space labels, true space labels, matched flag per predicted label, matched flag per true
+    label; label 0 is everything else, never matched): class-1 components matched one-to-one at IoU >= iou.
 
     A predicted space is its pixels on labelled truth: it counts once however ignored truth crosses it, and
     not at all when it lies wholly on ignored truth. Labelling the map with its ignored pixels cleared had cut
@@ -78,25 +81,63 @@ def match_spaces(pred: np.ndarray, true: np.ndarray, iou: float = MATCH_IOU) -> 
         lp = (np.cumsum(keep) - 1).astype(lp.dtype)[lp]
         n_p = int(keep.sum())
     n_t, lt = cv2.connectedComponents((true == 1).astype(np.uint8), connectivity=8)
+    matched_p = np.zeros(n_p, dtype=bool)
+    matched_t = np.zeros(n_t, dtype=bool)
     if n_p <= 1 or n_t <= 1:
-        return 0, n_p - 1, n_t - 1
+        return lp, lt, matched_p, matched_t
     # every pair's overlap from one count over (predicted label, true label) pairs: a pass over the tile
     # instead of one per pair (21 -> 1.2 ms on a trained model's 256-px tile, the same matches)
-    lp, lt = lp.ravel().astype(np.int64), lt.ravel().astype(np.int64)
-    inter = np.bincount(lp * n_t + lt, minlength=n_p * n_t).reshape(n_p, n_t)[1:, 1:]
-    union = np.bincount(lp, minlength=n_p)[1:, None] + np.bincount(lt, minlength=n_t)[None, 1:] - inter
+    flat_p, flat_t = lp.ravel().astype(np.int64), lt.ravel().astype(np.int64)
+    inter = np.bincount(flat_p * n_t + flat_t, minlength=n_p * n_t).reshape(n_p, n_t)[1:, 1:]
+    union = np.bincount(flat_p, minlength=n_p)[1:, None] + np.bincount(flat_t, minlength=n_t)[None, 1:] - inter
     i, j = np.nonzero(inter)
     values = inter[i, j] / union[i, j]
     keep = values >= iou
-    used_p: set[int] = set()
-    used_t: set[int] = set()
-    tp = 0
     for _, a, b in sorted(zip(values[keep].tolist(), i[keep].tolist(), j[keep].tolist(), strict=True), reverse=True):
-        if a not in used_p and b not in used_t:
-            used_p.add(a)
-            used_t.add(b)
-            tp += 1
-    return tp, n_p - 1, n_t - 1
+        if not matched_p[a + 1] and not matched_t[b + 1]:
+            matched_p[a + 1] = matched_t[b + 1] = True
+    return lp, lt, matched_p, matched_t
+
+
+def match_spaces(pred: np.ndarray, true: np.ndarray, iou: float = MATCH_IOU) -> tuple[int, int, int]:
+    """(true positives, predicted count, true count) of class-1 components matched one-to-one at IoU >= iou
+    (see _matched_labels)."""
+    _, _, matched_p, matched_t = _matched_labels(pred, true, iou)
+    return int(matched_p.sum()), len(matched_p) - 1, len(matched_t) - 1
+
+
+# where the free class's wrong pixels lie (see free_error_pixels); evaluate() reports each as a share of the
+# free class's union of truth and prediction, so that they sum to 1 - iou_free
+FREE_ERROR_KINDS = (
+    "outline_missed",  # truly free pixels of a found space (matched at MATCH_IOU) predicted background
+    "outline_extra",  # background predicted as part of a found space, beyond its true outline
+    "missed_spaces",  # truly free pixels of a space not found, predicted background
+    "false_spaces",  # background predicted as a space that matches no true one
+    "swapped",  # free predicted occupied, or occupied predicted free
+)
+
+
+def free_error_pixels(
+    pred: np.ndarray, true: np.ndarray, lp: np.ndarray, lt: np.ndarray, matched_p: np.ndarray, matched_t: np.ndarray
+) -> dict[str, int]:
+    """The free class's wrong labelled pixels of one tile by FREE_ERROR_KINDS (``true`` as evaluate() scores
+    it; labels and matches from _matched_labels)."""
+    valid = true != IGNORE_INDEX
+    missed = (true == 1) & (pred != 1)
+    extra = (pred == 1) & (true != 1) & valid
+    swapped = missed & (pred == 2)
+    missed &= ~swapped
+    on_occupied = extra & (true == 2)
+    extra &= ~on_occupied
+    found_t = matched_t[lt]
+    found_p = matched_p[lp]
+    return {
+        "outline_missed": int(np.count_nonzero(missed & found_t)),
+        "outline_extra": int(np.count_nonzero(extra & found_p)),
+        "missed_spaces": int(np.count_nonzero(missed & ~found_t)),
+        "false_spaces": int(np.count_nonzero(extra & ~found_p)),
+        "swapped": int(np.count_nonzero(swapped) + np.count_nonzero(on_occupied)),
+    }
 
 
 def _polygon_mask(shape: tuple[int, int], polygon: Sequence[Sequence[float]]) -> np.ndarray:
@@ -166,7 +207,8 @@ def evaluate(
     (class-1 components matched at IoU >= 0.5), free_count_mae (mean |predicted - true| free spaces per tile),
     stall_accuracy (share of known stalls whose majority predicted class matches their status; only when
     stalls are given), free_ap (average precision of the free-class probability; only when free_probs, one
-    H x W array per tile, are given), n_tiles; plus "confusion" (3 x 3 list, rows truth).
+    H x W array per tile, are given), free_err_<kind> for each of FREE_ERROR_KINDS (where free IoU is lost:
+    shares of the free union that sum to 1 - iou_free), n_tiles; plus "confusion" (3 x 3 list, rows truth).
     Classes absent from both truth and prediction get IoU 1.0 (nothing to get wrong).
     """
     if len(pred_masks) != len(true_masks):
@@ -178,6 +220,7 @@ def evaluate(
     conf = np.zeros((3, 3), dtype=np.int64)
     tp_s = n_pred_s = n_true_s = 0
     count_errors: list[float] = []
+    free_errors = dict.fromkeys(FREE_ERROR_KINDS, 0)
     stall_total = stall_correct = 0
     for k, (pred, true) in enumerate(zip(pred_masks, true_masks, strict=True)):
         pred = np.asarray(pred)
@@ -186,8 +229,11 @@ def evaluate(
             raise ValueError(f"tile {k}: predicted mask {pred.shape} and true mask {true.shape} differ")
         true = ignore_predictions_on_ignored(pred, true)
         conf += confusion_matrix(pred, true)
-        tp, npred, ntrue = match_spaces(pred, true)
+        labels = _matched_labels(pred, true)
+        tp, npred, ntrue = int(labels[2].sum()), len(labels[2]) - 1, len(labels[3]) - 1
         tp_s, n_pred_s, n_true_s = tp_s + tp, n_pred_s + npred, n_true_s + ntrue
+        for kind, n in free_error_pixels(pred, true, *labels).items():
+            free_errors[kind] += n
         count_errors.append(abs(npred - ntrue))
         if stalls is not None:
             for polygon, status in _stall_items(stalls[k]):
@@ -213,6 +259,9 @@ def evaluate(
     precision = 1.0 if no_free else _safe_div(conf[1, 1], conf[:, 1].sum())
     recall = 1.0 if no_free else _safe_div(conf[1, 1], conf[1, :].sum())
     out["free_precision"], out["free_recall"], out["free_f1"] = precision, recall, _f1(precision, recall)
+    free_union = conf[1, :].sum() + conf[:, 1].sum() - conf[1, 1]
+    for kind, n in free_errors.items():
+        out[f"free_err_{kind}"] = _safe_div(n, free_union) if free_union else 0.0
     sp = _safe_div(tp_s, n_pred_s) if n_pred_s else float(n_true_s == 0)
     sr = _safe_div(tp_s, n_true_s) if n_true_s else float(n_pred_s == 0)
     out["space_precision"], out["space_recall"] = sp, sr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parking_ml.model.metrics import evaluate, match_spaces, scalar_metrics
+from parking_ml.model.metrics import FREE_ERROR_KINDS, evaluate, match_spaces, scalar_metrics
 
 
 def _masks():
@@ -49,6 +49,34 @@ def test_space_detection_and_count_by_hand():
     assert m["space_recall"] == pytest.approx(1.0)
     assert m["space_f1"] == pytest.approx(0.8)
     assert m["free_count_mae"] == pytest.approx(1.0)
+
+
+def test_free_errors_by_kind_by_hand_sum_to_what_free_iou_misses():
+    pred, true = _masks()
+    m = evaluate([pred], [true])
+    # free union 10 px (TP 6, FN 2, FP 2): B's lower half (B was found) is a missed outline, the 2 free px
+    # predicted on the occupied stall are swapped classes
+    assert m["free_err_outline_missed"] == pytest.approx(0.2)
+    assert m["free_err_swapped"] == pytest.approx(0.2)
+    assert m["free_err_outline_extra"] == m["free_err_missed_spaces"] == m["free_err_false_spaces"] == 0.0
+    assert sum(m[f"free_err_{k}"] for k in FREE_ERROR_KINDS) == pytest.approx(1 - m["iou_free"])
+
+    true = np.zeros((6, 12), np.uint8)
+    true[0:2, 0:4] = 1  # S: 8 px, found, its prediction 2 px too long
+    true[4:6, 0:4] = 1  # M: 8 px, only 3 of them predicted (IoU 3/8): not found
+    pred = np.zeros_like(true)
+    pred[0:2, 0:5] = 1
+    pred[4, 0:3] = 1
+    pred[0:2, 9:12] = 1  # a false space: 6 px of background
+    m = evaluate([pred], [true])
+    # union: TP 8 + 3, FN 5 (M's rest), FP 2 (S's extra column) + 6 (the false space) = 24
+    assert m["iou_free"] == pytest.approx(11 / 24)
+    assert m["free_err_outline_extra"] == pytest.approx(2 / 24)
+    assert m["free_err_missed_spaces"] == pytest.approx(5 / 24)
+    assert m["free_err_false_spaces"] == pytest.approx(6 / 24)
+    assert m["free_err_outline_missed"] == m["free_err_swapped"] == 0.0
+    # the 3 px found of M are a predicted space matching nothing, but they are truly free: no error
+    assert sum(m[f"free_err_{k}"] for k in FREE_ERROR_KINDS) == pytest.approx(1 - m["iou_free"])
 
 
 def test_below_half_iou_is_not_a_match():
@@ -114,6 +142,9 @@ def test_a_prediction_on_an_ignored_stall_is_ignored_with_the_background_it_spil
     assert m2["confusion"][0][1] == 4
     # it is a predicted space that matches nothing (1 predicted, 1 true, none matched)
     assert m2["space_precision"] == pytest.approx(0.0) and m2["free_count_mae"] == pytest.approx(0.0)
+    # the labelled stall (9 px) is missed and the blob's 4 labelled background px are a false space
+    assert m2["free_err_missed_spaces"] == pytest.approx(9 / 13)
+    assert m2["free_err_false_spaces"] == pytest.approx(4 / 13)
 
 
 def test_ignored_truth_crossing_a_predicted_space_does_not_cut_it_into_more_spaces():
