@@ -102,7 +102,11 @@ def _matched_labels(
 def match_spaces(pred: np.ndarray, true: np.ndarray, iou: float = MATCH_IOU) -> tuple[int, int, int]:
     """(true positives, predicted count, true count) of class-1 components matched one-to-one at IoU >= iou
     (see _matched_labels)."""
-    _, _, matched_p, matched_t = _matched_labels(pred, true, iou)
+    return _space_counts(*_matched_labels(pred, true, iou)[2:])
+
+
+def _space_counts(matched_p: np.ndarray, matched_t: np.ndarray) -> tuple[int, int, int]:
+    """(true positives, predicted count, true count) from _matched_labels' flags (index 0 is no space)."""
     return int(matched_p.sum()), len(matched_p) - 1, len(matched_t) - 1
 
 
@@ -230,7 +234,7 @@ def evaluate(
         true = ignore_predictions_on_ignored(pred, true)
         conf += confusion_matrix(pred, true)
         labels = _matched_labels(pred, true)
-        tp, npred, ntrue = int(labels[2].sum()), len(labels[2]) - 1, len(labels[3]) - 1
+        tp, npred, ntrue = _space_counts(labels[2], labels[3])
         tp_s, n_pred_s, n_true_s = tp_s + tp, n_pred_s + npred, n_true_s + ntrue
         for kind, n in free_error_pixels(pred, true, *labels).items():
             free_errors[kind] += n
