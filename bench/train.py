@@ -82,6 +82,8 @@ def peer_profile(ours, steps: int):
         final_epochs=math.ceil(steps / per_epoch),
         steps_per_epoch=per_epoch,
         gap_weight=1.0,
+        # the previous recipe started from a new network (ours may ship pretrained weights, see init_weights)
+        init_weights=None,
     )
 
 

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     encoder_weights: str | None = Field(
         None, description="None, 'imagenet' (needs internet) or a local weights file path"
     )
+    init_weights: str | None = Field(
+        None,
+        description="a whole network's weights (a state-dict file of the profile's network, e.g. an earlier fit's "
+        "network.pt) that the CV folds and the final fit start from; 'none': a new network; unset: the profile's "
+        "(demo: parking_ml/weights/demo-synthetic.pt)",
+    )
     promotion_margin: float = Field(0.005, ge=0.0, description="challenger must beat champion by this")
     promotion_tolerance: float = Field(0.02, ge=0.0, description="allowed regression of guard metrics")
     promotion_min_quality: float = Field(0.5, ge=0.0, le=1.0, description="bar for the first champion")

@@ -20,7 +20,11 @@ STRIDE = 32
 
 
 class WeightsError(ValueError):
-    """Encoder weights could not be loaded; the message names the file and what did not match."""
+    """Weights could not be loaded; the message names the file and what did not match."""
+
+
+class WeightsMismatchError(WeightsError):
+    """A readable weights file whose tensors do not fit the network (other names or shapes)."""
 
 
 def build_model(
@@ -94,32 +98,61 @@ def _single_width(value: Sequence[int] | int) -> int:
     return int(next(iter(value)))
 
 
-def load_encoder_weights(model: nn.Module, path: Path) -> None:
-    """Load a local state dict into model.encoder; refuse files whose keys do not fit the encoder."""
+def _read_state_dict(path: Path, what: str) -> dict:
+    """The state dict in ``path`` (also one wrapped as {"state_dict": ...}); WeightsError naming the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{what} file {path} does not exist; give a state-dict file saved with torch.save")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file gets the same actionable message
-        raise WeightsError(f"cannot read encoder weights {path}: {exc}") from exc
+        raise WeightsError(f"cannot read {what} {path}: {exc}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state dict (got {type(state).__name__})")
-    encoder = model.encoder  # type: ignore[attr-defined]
-    # classifier heads (fc.*, classifier.*) of ImageNet checkpoints are not part of the encoder
-    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
-    state = {k.removeprefix("encoder."): v for k, v in state.items()}
-    own = encoder.state_dict()
+    return state
+
+
+def _load_exactly(module: nn.Module, state: dict, path: Path, what: str, fix: str) -> None:
+    """module.load_state_dict(state), refusing a state whose keys or shapes differ, with a message that
+    counts and names the differences."""
+    own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     bad_shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
     if missing or unexpected or bad_shape:
-        raise WeightsError(
-            f"encoder weights {path} do not match encoder {type(encoder).__name__}: "
+        raise WeightsMismatchError(
+            f"{what} {path} do not match {what.split()[0]} {type(module).__name__}: "
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
-            f"{len(bad_shape)} with other shapes (e.g. {bad_shape[:3]}); use weights saved for this encoder"
+            f"{len(bad_shape)} with other shapes (e.g. {bad_shape[:3]}); {fix}"
         )
-    encoder.load_state_dict(state, strict=True)
-    logger.info("loaded encoder weights", extra={"path": str(path), "tensors": len(state)})
+    module.load_state_dict(state, strict=True)
+    logger.info(f"loaded {what}", extra={"path": str(path), "tensors": len(state)})
+
+
+def load_encoder_weights(model: nn.Module, path: Path) -> None:
+    """Load a local state dict into model.encoder; refuse files whose keys do not fit the encoder."""
+    state = _read_state_dict(path, "encoder weights")
+    # classifier heads (fc.*, classifier.*) of ImageNet checkpoints are not part of the encoder
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier.", "head."))}
+    state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    encoder = model.encoder  # type: ignore[attr-defined]
+    _load_exactly(encoder, state, path, "encoder weights", "use weights saved for this encoder")
+
+
+def load_network_weights(model: nn.Module, path: Path) -> None:
+    """Load a whole network's state dict (encoder, decoder and head, as torch.save(model.state_dict())
+    writes it) into ``model``: training then starts from that network instead of a random one. Refuses a
+    file of another architecture, encoder or decoder width."""
+    state = _read_state_dict(path, "network weights")
+    _load_exactly(
+        model,
+        state,
+        path,
+        "network weights",
+        "use weights of a network built with the same profile (arch, encoder, encoder depth, decoder widths)",
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -265,10 +265,28 @@ def decoder_channels(profile: TrainProfile, settings: Settings) -> tuple[int, ..
     return decoder_for(profile, fp32_cpu)
 
 
-def new_model(params: dict, profile: TrainProfile, settings: Settings):
-    from parking_ml.model.network import build_model
+# where profiles' shipped starting weights (TrainProfile.init_weights) lie
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
-    return build_model(
+
+def init_weights_path(profile: TrainProfile, settings: Settings) -> Path | None:
+    """The whole-network weights a fit starts from: ``settings.init_weights`` (a file; "none": a new network),
+    else the file the profile ships (None: a new network)."""
+    chosen = settings.init_weights
+    if chosen is not None:
+        return None if chosen.strip().lower() == "none" else Path(chosen).expanduser()
+    return WEIGHTS_DIR / profile.init_weights if profile.init_weights else None
+
+
+def new_model(params: dict, profile: TrainProfile, settings: Settings):
+    """The network a fold or final fit trains: the profile's, from init_weights_path's weights when any.
+
+    A file the user names must fit (WeightsError otherwise). The profile's own file was saved from the
+    profile's network as a bf16 CPU or a GPU trains it; on a CPU without bf16 hardware the profile may train
+    a narrower decoder (decoder_for), which that file does not fit: that network starts new, with a warning."""
+    from parking_ml.model.network import WeightsMismatchError, build_model, load_network_weights
+
+    model = build_model(
         profile.arch,
         str(params["encoder"]),
         settings.encoder_weights,
@@ -276,6 +294,19 @@ def new_model(params: dict, profile: TrainProfile, settings: Settings):
         decoder_channels(profile, settings),
         encoder_depth=profile.encoder_depth,
     )
+    path = init_weights_path(profile, settings)
+    if path is None:
+        return model
+    try:
+        load_network_weights(model, path)
+    except WeightsMismatchError:
+        if settings.init_weights is not None:
+            raise
+        logger.warning(
+            "the profile's starting weights do not fit the network this machine trains: starting from a new one",
+            extra={"profile": profile.name, "path": str(path), "decoder_channels": decoder_channels(profile, settings)},
+        )
+    return model
 
 
 def git_sha() -> str:
@@ -627,6 +658,10 @@ def preprocess_config(profile: TrainProfile, settings: Settings, rows: pd.DataFr
     )
 
 
+# the final-fit run's artifact holding the trained network's state dict (a start for later fits)
+NETWORK_FILE = "network.pt"
+
+
 # The work after the fit on 2 AVX2 cores (demo, 675 holdout and 200 reference tiles), three runs: 104 / 112 /
 # 110 s, of which 68 / 78 / 74 s of served predictions where the untrained probe's pace said 55 / 45 / 34 s (a
 # trained model's maps hold more spaces to trace, and two probe tiles are a noisy sample), and 30-36 s of
@@ -835,6 +870,12 @@ def final_fit(
             }
             (tmp_dir / "eval.json").write_text(json.dumps(report, indent=2, default=float))
             mlflow.log_artifact(str(tmp_dir / "eval.json"))
+            # the trained network itself (the package holds its ONNX export only), so a later fit can start from
+            # it: Settings.init_weights
+            import torch
+
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp_dir / NETWORK_FILE)
+            mlflow.log_artifact(str(tmp_dir / NETWORK_FILE))
             mlflow.log_metric("onnx_parity_max_abs_diff", info.parity_max_abs_diff)
             tags = {
                 "dataset_version": data.version,
@@ -896,6 +937,7 @@ def tune_and_register(
                 "encoder_depth": profile.encoder_depth,
                 "decoder_channels": json.dumps(decoder_channels(profile, settings)),
                 "gap_weight": profile.gap_weight,
+                "init_weights": str(init_weights_path(profile, settings) or "none"),
                 "train_budget_s": profile.train_budget_s,
                 "tta": profile.tta,
                 "cpu_bf16": use_cpu_bf16(settings.cpu_bf16),

@@ -219,6 +219,24 @@ def test_registered_package_downloads_flat_and_the_pyfunc_serves(world, trained,
     out = model.predict(np.zeros((2, 3, 64, 80), np.float32))
     assert out["logits"].shape == (2, 3, 64, 80) and out["mask"].shape == (2, 64, 80)
 
+    # the final-fit run keeps the trained network, which a later fit can start from (Settings.init_weights):
+    # rebuilt from it, the network gives the registered ONNX model's logits
+    import torch
+
+    from parking_ml.model.tune import NETWORK_FILE, new_model
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    weights = client.download_artifacts(trained["run_id"], NETWORK_FILE, str(tmp_path))
+    again = new_model(
+        trained["best_params"], get_profile("smoke"), settings.model_copy(update={"init_weights": weights})
+    )
+    x = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        torch_logits = again.eval()(torch.from_numpy(x)).numpy()
+    segmenter = OnnxSegmenter.from_dir(pkg, threads=1)
+    onnx_logits = segmenter.session.run(None, {segmenter.input_name: x})[0]
+    np.testing.assert_allclose(torch_logits, onnx_logits, atol=1e-3)
+
 
 def test_the_benchmarks_peer_gets_our_final_fits_time(world, trained, bench_train):
     """bench/train.py's peer (the previous recipe) is fitted for our final fit's wall time, not for what the

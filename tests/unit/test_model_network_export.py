@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from parking_ml.model.export import ExportParityError, export_onnx
-from parking_ml.model.network import WeightsError, build_model
+from parking_ml.model.network import WeightsError, build_model, load_network_weights
 from parking_ml.model.package import build_package, download_package
 
 
@@ -87,6 +87,65 @@ def test_local_encoder_weights_load_and_mismatch_is_clear(tmp_path):
         build_model("unet", "resnet18", encoder_weights=str(other))
     with pytest.raises(WeightsError, match="does not exist"):
         build_model("unet", "resnet18", encoder_weights=str(tmp_path / "missing.pt"))
+
+
+def test_network_weights_start_a_fit_and_mismatch_is_clear(tmp_path):
+    from parking_ml.config import Settings
+    from parking_ml.model.profiles import get_profile
+    from parking_ml.model.tune import default_params, new_model
+
+    profile = get_profile("smoke")
+    params = default_params(profile)
+    source = new_model(params, profile, Settings(home=tmp_path))
+    saved = tmp_path / "network.pt"
+    torch.save(source.state_dict(), saved)
+    fresh = new_model(params, profile, Settings(home=tmp_path))
+    assert not torch.equal(
+        fresh.decoder.state_dict()["blocks.0.conv1.0.weight"], source.decoder.state_dict()["blocks.0.conv1.0.weight"]
+    )
+    started = new_model(params, profile, Settings(home=tmp_path, init_weights=str(saved)))
+    for key, value in source.state_dict().items():  # encoder, decoder and head alike
+        assert torch.equal(started.state_dict()[key], value), key
+    wider = build_model("unet", "resnet18", decoder_channels=(32, 16, 16, 8, 8))
+    with pytest.raises(WeightsError, match=r"do not match network Unet: 0 missing .* [1-9]\d* with other shapes"):
+        load_network_weights(wider, saved)
+    with pytest.raises(WeightsError, match="does not exist"):
+        new_model(params, profile, Settings(home=tmp_path, init_weights=str(tmp_path / "none.pt")))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match=r"cannot read network weights .*junk\.pt"):
+        load_network_weights(wider, tmp_path / "junk.pt")
+
+
+def test_the_demo_starts_from_its_shipped_weights_where_they_fit(tmp_path, caplog):
+    from parking_ml.config import Settings
+    from parking_ml.model.network import WeightsMismatchError
+    from parking_ml.model.profiles import get_profile
+    from parking_ml.model.tune import default_params, init_weights_path, new_model
+
+    demo = get_profile("demo")
+    params = default_params(demo)
+    shipped = init_weights_path(demo, Settings(home=tmp_path))
+    assert shipped is not None and shipped.is_file() and shipped.name == demo.init_weights
+    saved = torch.load(shipped, map_location="cpu", weights_only=True)
+    # the network a bf16 CPU (or a GPU) trains: every tensor from the file (stored in float16, loaded as float32)
+    started = new_model(params, demo, Settings(home=tmp_path, cpu_bf16="on"))
+    for key, value in started.state_dict().items():
+        assert torch.equal(value, saved[key].to(value.dtype)), key
+    assert started.state_dict()["segmentation_head.0.weight"].dtype == torch.float32
+    # "none": a new network
+    new = new_model(params, demo, Settings(home=tmp_path, cpu_bf16="on", init_weights="none"))
+    key = "segmentation_head.0.weight"
+    assert not torch.equal(new.state_dict()[key], saved[key].float())
+    # the narrower fp32-CPU decoder: the profile's file does not fit it, so that network starts new, with a warning
+    with caplog.at_level("WARNING"):
+        fp32 = new_model(params, demo, Settings(home=tmp_path, cpu_bf16="off"))
+    assert "do not fit the network this machine trains" in caplog.text
+    assert fp32.state_dict()[key].shape != saved[key].shape or not torch.equal(
+        fp32.state_dict()[key], saved[key].float()
+    )
+    # a file the user names must fit
+    with pytest.raises(WeightsMismatchError, match="do not match network"):
+        new_model(params, demo, Settings(home=tmp_path, cpu_bf16="off", init_weights=str(shipped)))
 
 
 def test_build_package_and_local_download(tmp_path):
