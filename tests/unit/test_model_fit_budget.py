@@ -98,8 +98,30 @@ def test_the_inference_after_the_fit_is_estimated_from_timed_tiles(tmp_path, mon
     assert estimates[0.1] - estimates[0.05] == pytest.approx(40 * 0.05 * tune.TRAINED_PACE_FACTOR, abs=1.0)
 
 
+class _Clock:
+    """The clock fit() reads (its module's ``time``), moved only by _Slow's steps: the budget tests count
+    steps, not the load of the machine running them (real sleeps failed on a busy 2-core machine)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+_CLOCK = _Clock()
+
+
+@pytest.fixture(autouse=True)
+def _fake_clock(monkeypatch):
+    from parking_ml.model import train
+
+    _CLOCK.now = 0.0
+    monkeypatch.setattr(train, "time", _CLOCK)
+
+
 class _Slow(nn.Module):
-    """A 1x1 conv whose forward pass sleeps: a step costs a known wall time."""
+    """A 1x1 conv whose forward pass moves the fake clock: a training step costs a known time."""
 
     def __init__(self, step_s: float) -> None:
         super().__init__()
@@ -108,7 +130,7 @@ class _Slow(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            time.sleep(self.step_s)
+            _CLOCK.now += self.step_s
         return self.conv(x)
 
 
@@ -178,10 +200,9 @@ def test_rebudget_runs_once_halfway_and_the_remaining_epochs_follow_its_budget()
     """fit(rebudget=...) asks once, after the first epoch past half the budget, what the budget should be
     (the final fit re-times the inference after it on the model as it is then) and re-sizes to the answer."""
     calls: list[tuple[float, bool]] = []
-    t0 = time.perf_counter()
 
     def more_time(model: nn.Module) -> float:
-        calls.append((time.perf_counter() - t0, model.training))
+        calls.append((_CLOCK.now, model.training))
         model.eval()  # what a probe of the served model does; fit puts it back in training mode
         return 3.0
 
