@@ -48,7 +48,7 @@ def main() -> int:
     from parking_ml.logs import configure_logging
     from parking_ml.model.profiles import get_profile
     from parking_ml.model.train import fit, resolve_device, seed_everything, use_cpu_bf16
-    from parking_ml.model.tune import fit_config, git_sha, load_processed, make_loader, model_gsd, new_model
+    from parking_ml.model.tune import final_fit_loader, fit_config, git_sha, load_processed, new_model
 
     configure_logging("WARNING", json_lines=False)
     profile = get_profile("demo")
@@ -74,17 +74,8 @@ def main() -> int:
         data_s = time.perf_counter() - t0
         seed_everything(args.fit_seed)
         model = new_model(params, profile, settings)
-        loader = make_loader(
-            data.root,
-            data.manifest,  # every lot: nothing here is scored
-            profile.final_crop_size or profile.crop_size or profile.tile_size,
-            int(params["batch_size"]),
-            params["aug_strength"],
-            args.fit_seed,
-            model_gsd(profile, settings),
-            profile.gap_weight,
-            data.decoded,
-        )
+        # every lot, holdout included: nothing here is scored
+        loader = final_fit_loader(data, data.manifest, profile, params, settings, args.fit_seed)
         bf16 = use_cpu_bf16(settings.cpu_bf16)
         cfg = fit_config(
             params,

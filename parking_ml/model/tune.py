@@ -717,6 +717,24 @@ def after_fit_estimate_s(
     return export_s + per_tile * pace_factor * n_tiles + AFTER_FIT_FIXED_S
 
 
+def final_fit_loader(
+    data: ProcessedData, rows: pd.DataFrame, profile: TrainProfile, params: dict, settings: Settings, seed: int
+):
+    """The final fit's training loader over ``rows``: the profile's final crop, the parameters' batch size and
+    augmentation, the tiles decoded once for the whole run (data.decoded)."""
+    return make_loader(
+        data.root,
+        rows,
+        profile.final_crop_size or profile.crop_size or profile.tile_size,
+        int(params["batch_size"]),
+        params["aug_strength"],
+        seed,
+        model_gsd(profile, settings),
+        profile.gap_weight,
+        data.decoded,
+    )
+
+
 def final_fit(
     settings: Settings,
     data: ProcessedData,
@@ -793,17 +811,7 @@ def final_fit(
                 "cpu_bf16": bf16 and device.type == "cpu",
             }
         )
-        loader = make_loader(
-            data.root,
-            train_rows,
-            profile.final_crop_size or profile.crop_size or profile.tile_size,
-            int(params["batch_size"]),
-            params["aug_strength"],
-            settings.seed,
-            model_gsd(profile, settings),
-            profile.gap_weight,
-            data.decoded,
-        )
+        loader = final_fit_loader(data, train_rows, profile, params, settings, settings.seed)
         cfg = fit_config(
             params,
             profile,
