@@ -53,6 +53,7 @@ def main() -> int:
     configure_logging("WARNING", json_lines=False)
     profile = get_profile("demo")
     params = dict(profile.seed_params)
+    sha = git_sha()  # the code that runs (HEAD may move during the fit)
     home = Path(tempfile.mkdtemp(prefix="parking-pretrain-"))
     try:
         # init_weights "none": a random network, whatever the profile names (this script makes that file)
@@ -108,7 +109,7 @@ def main() -> int:
         "steps": result.steps_run,
         "params": params,
         "cpu_bf16": bf16,
-        "git_sha": git_sha(),
+        "git_sha": sha,
         "fresh_lots_seed_99_iou_free": round(fresh, 4),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
