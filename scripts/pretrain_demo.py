@@ -113,7 +113,9 @@ def main() -> int:
         "fresh_lots_seed_99_iou_free": round(fresh, 4),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    args.out.with_suffix(".json").write_text(json.dumps(recipe, indent=2) + "\n")
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(recipe, indent=2) + "\n")
+    tmp.replace(args.out.with_suffix(".json"))
     print(json.dumps(recipe, indent=2))
     return 0
 
