@@ -9,6 +9,7 @@ command resumes it: finished trials are kept, a trial that was running when the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import subprocess
@@ -435,10 +436,32 @@ def cross_validate(
 # --- the study -----------------------------------------------------------------------------------
 
 
+def init_weights_tag(profile: TrainProfile, settings: Settings) -> str:
+    """The tag "new", or the starting weights' file stem and the first 8 hex digits of its content's sha256: a file
+    retrained under the same name gets another tag."""
+    path = init_weights_path(profile, settings)
+    if path is None:
+        return "new"
+    if not path.is_file():
+        from parking_ml.model.network import WeightsError
+
+        raise WeightsError(
+            f"starting weights file {path} does not exist; set PARKING_INIT_WEIGHTS to a state-dict file, "
+            "or to none for a new network"
+        )
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.stem}-{digest.hexdigest()[:8]}"
+
+
 def study_name(settings: Settings, dataset_version: str, profile: TrainProfile) -> str:
-    """One study per model, dataset, profile and objective: resuming a study scored on another metric would
-    rank trials of one metric against values of the other."""
-    return f"{settings.model_name}-{dataset_version}-{profile.name}-{cv_objective(profile, settings)}"
+    """One study per model, dataset, profile, objective and starting weights: resuming a study scored on
+    another metric would rank trials of one metric against values of the other, and trials that started
+    from other weights against these."""
+    objective = cv_objective(profile, settings)
+    return f"{settings.model_name}-{dataset_version}-{profile.name}-{objective}-{init_weights_tag(profile, settings)}"
 
 
 def _storage(settings: Settings):

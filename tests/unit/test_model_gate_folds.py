@@ -161,10 +161,28 @@ def test_a_study_is_resumed_only_under_the_same_objective(tmp_path):
     smoke = get_profile("smoke")  # no cv_objective of its own: the gate's metric
     by_f1 = study_name(Settings(home=tmp_path, objective_metric="free_f1"), "v1", smoke)
     by_iou = study_name(Settings(home=tmp_path, objective_metric="iou_free"), "v1", smoke)
-    assert by_f1.endswith("-v1-smoke-free_f1") and by_iou.endswith("-v1-smoke-iou_free")
+    assert by_f1.endswith("-v1-smoke-free_f1-new") and by_iou.endswith("-v1-smoke-iou_free-new")
     # the demo's folds rank on free_ap whatever the gate compares, so its study does not change with it
     demo = get_profile("demo")
-    assert study_name(Settings(home=tmp_path, objective_metric="iou_free"), "v1", demo).endswith("-demo-free_ap")
+    shipped = study_name(Settings(home=tmp_path, objective_metric="iou_free"), "v1", demo)
+    assert "-demo-free_ap-demo-synthetic-" in shipped
+
+
+def test_a_study_is_resumed_only_from_the_same_starting_weights(tmp_path):
+    from parking_ml.model.network import WeightsError
+
+    demo = get_profile("demo")
+    weights = tmp_path / "start.pt"
+    weights.write_bytes(b"one")
+    first = study_name(Settings(home=tmp_path, init_weights=str(weights)), "v1", demo)
+    assert first == study_name(Settings(home=tmp_path, init_weights=str(weights)), "v1", demo)
+    weights.write_bytes(b"two")  # retrained under the same name: another study
+    second = study_name(Settings(home=tmp_path, init_weights=str(weights)), "v1", demo)
+    assert second != first and second.startswith("parking-spaces-v1-demo-free_ap-start-")
+    assert study_name(Settings(home=tmp_path, init_weights="none"), "v1", demo).endswith("-demo-free_ap-new")
+    assert study_name(Settings(home=tmp_path), "v1", demo) not in (first, second)
+    with pytest.raises(WeightsError, match=r"missing\.pt does not exist.*PARKING_INIT_WEIGHTS"):
+        study_name(Settings(home=tmp_path, init_weights=str(tmp_path / "missing.pt")), "v1", demo)
 
 
 def test_a_cpu_without_bf16_trains_the_profiles_fp32_decoder(make_settings):
