@@ -84,6 +84,7 @@ def peer_profile(ours, steps: int):
         gap_weight=1.0,
         # the previous recipe started from a new network (ours may ship pretrained weights, see init_weights)
         init_weights=None,
+        fp32_cpu_init_weights=None,
     )
 
 

@@ -1,7 +1,6 @@
 """Pretrain the demo profile's network on synthetic lots: the weights `demo` starts its folds and final fit from.
 
-    nice -n 10 .venv/bin/python scripts/pretrain_demo.py [--lots 384] [--seed 1001] [--seconds 1200]
-                                                          [--out parking_ml/weights/demo-synthetic.pt]
+    nice -n 10 .venv/bin/python scripts/pretrain_demo.py [--lots 384] [--seed 1001] [--seconds 1200] [--out FILE]
 
 On 2 CPU cores the demo's 10 minutes buy ~2,000 training steps, and free IoU still climbs with steps (a 300-s fit
 0.764, a 1,500-s fit of 8,355 steps 0.839 on the same 96 fresh lots): a 12-30 m lot needs more steps than a
@@ -11,7 +10,11 @@ seen here), ingests and preprocesses them in a temporary PARKING_HOME, fits the 
 seed parameters on all of them for ``--seconds`` of wall time (no tuning), and writes its state dict in float16
 (half the size; loading casts it back) with a JSON beside it: the recipe, the steps it got, the git commit and
 its free IoU on 24 fresh lots of seed 99. Rerun it whenever the demo network's shape changes (the unit tests
-load the file into the profile's network and fail when it no longer fits).
+load the files into the profile's networks and fail when one no longer fits).
+
+The demo trains one decoder on a bf16 CPU or a GPU and a narrower one in fp32 on a CPU without bf16 hardware
+(profiles.decoder_for), and ships a file for each (TrainProfile.init_weights, fp32_cpu_init_weights). By default
+this writes the file for the decoder this machine trains; ``--cpu-bf16 off`` makes the fp32 one on any CPU.
 """
 
 from __future__ import annotations
@@ -34,7 +37,19 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1001, help="generator seed of the lots")
     parser.add_argument("--fit-seed", type=int, default=5, help="seed of the network's init and the crops")
     parser.add_argument("--seconds", type=float, default=1200.0, help="wall-clock budget of the fit")
-    parser.add_argument("--out", type=Path, default=REPO / "parking_ml" / "weights" / "demo-synthetic.pt")
+    parser.add_argument(
+        "--cpu-bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="as PARKING_CPU_BF16: off trains (and writes the file of) the fp32 CPU decoder",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="state-dict file to write (default: the file the demo profile names for the decoder this machine "
+        "trains, under parking_ml/weights/)",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -46,9 +61,18 @@ def main() -> int:
     from parking_ml.data.synthetic import generate_dataset
     from parking_ml.lake import Lake
     from parking_ml.logs import configure_logging
-    from parking_ml.model.profiles import get_profile
+    from parking_ml.model.profiles import get_profile, init_weights_for
     from parking_ml.model.train import fit, resolve_device, seed_everything, use_cpu_bf16
-    from parking_ml.model.tune import final_fit_loader, fit_config, git_sha, load_processed, new_model
+    from parking_ml.model.tune import (
+        WEIGHTS_DIR,
+        decoder_channels,
+        final_fit_loader,
+        fit_config,
+        git_sha,
+        load_processed,
+        new_model,
+        trains_fp32_on_cpu,
+    )
 
     configure_logging("WARNING", json_lines=False)
     profile = get_profile("demo")
@@ -57,7 +81,13 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="parking-pretrain-"))
     try:
         # init_weights "none": a random network, whatever the profile names (this script makes that file)
-        settings = Settings(home=home, profile="demo", seed=args.fit_seed, init_weights="none")
+        settings = Settings(home=home, profile="demo", seed=args.fit_seed, init_weights="none", cpu_bf16=args.cpu_bf16)
+        if args.out is None:
+            # a bf16 CPU or a GPU trains the profile's decoder, a CPU without bf16 its narrower fp32 one
+            name = init_weights_for(profile, trains_fp32_on_cpu(settings))
+            if name is None:
+                parser.error("the demo profile names no starting-weights file for this machine's decoder: give --out")
+            args.out = WEIGHTS_DIR / name
         lake = Lake.from_settings(settings)
         t0 = time.perf_counter()
         generate_dataset(
@@ -109,6 +139,7 @@ def main() -> int:
         "steps": result.steps_run,
         "params": params,
         "cpu_bf16": bf16,
+        "decoder_channels": list(decoder_channels(profile, settings) or []),
         "git_sha": sha,
         "fresh_lots_seed_99_iou_free": round(fresh, 4),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

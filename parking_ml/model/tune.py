@@ -26,7 +26,14 @@ import pandas as pd
 from parking_ml.config import Settings
 from parking_ml.data.tile_cache import BoundedTileCache, TileCache
 from parking_ml.model.metrics import LOWER_IS_BETTER
-from parking_ml.model.profiles import SearchSpace, TrainProfile, decoder_for, final_fit_budget, get_profile
+from parking_ml.model.profiles import (
+    SearchSpace,
+    TrainProfile,
+    decoder_for,
+    final_fit_budget,
+    get_profile,
+    init_weights_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -236,12 +243,15 @@ def fit_config(
     steps_per_epoch: int | None = None,
     time_budget_s: float | None = None,
     cpu_bf16: bool = False,
+    lr_scale: float = 1.0,
 ):
+    """The fit's settings from a trial's parameters; ``lr_scale`` multiplies both peak learning rates (see
+    lr_scale_for)."""
     from parking_ml.model.train import FitConfig
 
     return FitConfig(
         epochs=epochs,
-        lr=float(params["lr"]),
+        lr=float(params["lr"]) * lr_scale,
         weight_decay=float(params["weight_decay"]),
         loss=str(params["loss"]),
         class_weights=(1.0, float(params["free_weight"]), 1.0),
@@ -254,16 +264,20 @@ def fit_config(
         cpu_bf16=cpu_bf16,
         # parameters of studies from before the optimizer was searched name none: AdamW
         optimizer=str(params.get("optimizer", "adamw")),
-        **({"muon_lr": float(params["muon_lr"])} if "muon_lr" in params else {}),
+        **({"muon_lr": float(params["muon_lr"]) * lr_scale} if "muon_lr" in params else {}),
     )
+
+
+def trains_fp32_on_cpu(settings: Settings) -> bool:
+    """Whether these settings train on a CPU in fp32 (no bf16 hardware, or bf16 turned off)."""
+    from parking_ml.model.train import resolve_device, use_cpu_bf16
+
+    return resolve_device(settings.device).type == "cpu" and not use_cpu_bf16(settings.cpu_bf16)
 
 
 def decoder_channels(profile: TrainProfile, settings: Settings) -> tuple[int, ...] | None:
     """The profile's decoder for the device and precision these settings train with (see decoder_for)."""
-    from parking_ml.model.train import resolve_device, use_cpu_bf16
-
-    fp32_cpu = resolve_device(settings.device).type == "cpu" and not use_cpu_bf16(settings.cpu_bf16)
-    return decoder_for(profile, fp32_cpu)
+    return decoder_for(profile, trains_fp32_on_cpu(settings))
 
 
 # where profiles' shipped starting weights (TrainProfile.init_weights) lie
@@ -272,19 +286,30 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 def init_weights_path(profile: TrainProfile, settings: Settings) -> Path | None:
     """The whole-network weights a fit starts from: ``settings.init_weights`` (a file; "none": a new network),
-    else the file the profile ships (None: a new network)."""
+    else the file the profile ships for the decoder this machine trains (None: a new network)."""
     chosen = settings.init_weights
     if chosen is not None:
         return None if chosen.strip().lower() == "none" else Path(chosen).expanduser()
-    return WEIGHTS_DIR / profile.init_weights if profile.init_weights else None
+    shipped = init_weights_for(profile, trains_fp32_on_cpu(settings))
+    return WEIGHTS_DIR / shipped if shipped else None
+
+
+# attribute new_model sets on a network it loaded trained weights into: the file's path
+STARTED_FROM = "parking_started_from"
+
+
+def lr_scale_for(model: Any, profile: TrainProfile) -> float:
+    """profile.pretrained_lr_scale for a network new_model started from trained weights, else 1: the searched
+    learning rates are a new network's, and a trained one keeps more of what it knows at a fraction of them."""
+    return profile.pretrained_lr_scale if getattr(model, STARTED_FROM, None) else 1.0
 
 
 def new_model(params: dict, profile: TrainProfile, settings: Settings):
     """The network a fold or final fit trains: the profile's, from init_weights_path's weights when any.
 
-    A file the user names must fit (WeightsError otherwise). The profile's own file was saved from the
-    profile's network as a bf16 CPU or a GPU trains it; on a CPU without bf16 hardware the profile may train
-    a narrower decoder (decoder_for), which that file does not fit: that network starts new, with a warning."""
+    A file the user names must fit (WeightsError otherwise). The profile ships a file per decoder (a bf16 CPU
+    or a GPU trains decoder_channels, a CPU without bf16 hardware may train a narrower one: decoder_for); one
+    that does not fit (the network changed, scripts/pretrain_demo.py not rerun) starts new, with a warning."""
     from parking_ml.model.network import WeightsMismatchError, build_model, load_network_weights
 
     model = build_model(
@@ -300,6 +325,7 @@ def new_model(params: dict, profile: TrainProfile, settings: Settings):
         return model
     try:
         load_network_weights(model, path)
+        setattr(model, STARTED_FROM, str(path))
     except WeightsMismatchError:
         if settings.init_weights is not None:
             raise
@@ -414,6 +440,7 @@ def cross_validate(
                     progress,
                     profile.cv_steps_per_epoch,
                     cpu_bf16=bf16,
+                    lr_scale=lr_scale_for(model, profile),
                 ),
                 device,
                 on_epoch=on_epoch,
@@ -678,6 +705,7 @@ def preprocess_config(profile: TrainProfile, settings: Settings, rows: pd.DataFr
         default_image_gsd=native,
         tta=profile.tta,
         grow_px=profile.grow_px,
+        **({"grow_prob": profile.grow_prob} if profile.grow_prob is not None else {}),
     )
 
 
@@ -832,6 +860,7 @@ def final_fit(
                 "time_budget_s": None if time_budget_s is None else round(time_budget_s, 1),
                 "after_fit_estimate_s": round(after_s, 1),
                 "cpu_bf16": bf16 and device.type == "cpu",
+                "lr_scale": lr_scale_for(model, profile),
             }
         )
         loader = final_fit_loader(data, train_rows, profile, params, settings, settings.seed)
@@ -843,6 +872,7 @@ def final_fit(
             progress,
             time_budget_s=time_budget_s,
             cpu_bf16=bf16,
+            lr_scale=lr_scale_for(model, profile),
         )
         t0 = time.perf_counter()
         result = fit(

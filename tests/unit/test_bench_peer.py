@@ -17,7 +17,8 @@ def test_the_peer_trains_its_own_decoder_on_every_machine(bench_train, fp32_cpu)
     assert decoder_for(peer, fp32_cpu) == bench_train.PEER_DECODER
     assert len(bench_train.PEER_DECODER) == peer.encoder_depth == 5
     assert (peer.model_gsd, peer.crop_size, peer.gap_weight) == (None, 160, 1.0)
-    assert peer.init_weights is None  # a new network, as the previous recipe started from
+    # a new network, as the previous recipe started from
+    assert peer.init_weights is None and peer.fp32_cpu_init_weights is None
     assert peer.final_epochs * peer.steps_per_epoch >= 1000
 
 

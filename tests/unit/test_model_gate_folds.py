@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
 from parking_ml.config import Settings
-from parking_ml.inference import TTA_VIEWS
+from parking_ml.inference import TTA_VIEWS, PreprocessConfig
 from parking_ml.model.profiles import PROFILES, get_profile
 from parking_ml.model.promote import decide
 from parking_ml.model.tune import cv_folds, default_params, fold_split, holdout_rows, study_name
@@ -142,11 +144,15 @@ def test_speck_filter_is_a_tenth_of_the_median_space_at_the_model_gsd(tmp_path):
     assert config.min_area_px == 5
     # at the image's own 0.1 m/px the filter is 20 px: the 40-px partial space survives it
     assert config.min_area_for(0.1) == 20
+    # the profile's growth of spaces goes into the package; a profile that names no probabilities gets the
+    # package default
+    assert (config.grow_px, config.grow_prob) == (profile.grow_px, profile.grow_prob)
+    plain = dataclasses.replace(profile, grow_prob=None, grow_px=2.0)
+    config = preprocess_config(plain, Settings(), rows, tmp_path)
+    assert (config.grow_px, config.grow_prob) == (2.0, PreprocessConfig().grow_prob)
 
 
 def test_cv_objective_is_the_profile_choice_else_the_gate_metric_and_typos_are_refused():
-    import dataclasses
-
     from parking_ml.model.tune import cv_objective
 
     assert cv_objective(get_profile("demo"), Settings()) == "free_ap"

@@ -116,7 +116,33 @@ def test_network_weights_start_a_fit_and_mismatch_is_clear(tmp_path):
         load_network_weights(wider, tmp_path / "junk.pt")
 
 
-def test_the_demo_starts_from_its_shipped_weights_where_they_fit(tmp_path, caplog):
+def test_a_network_started_from_trained_weights_fits_at_the_profiles_fraction_of_the_learning_rates(tmp_path):
+    import dataclasses
+
+    from parking_ml.config import Settings
+    from parking_ml.model.profiles import get_profile
+    from parking_ml.model.tune import default_params, fit_config, lr_scale_for, new_model
+
+    profile = dataclasses.replace(get_profile("smoke"), pretrained_lr_scale=0.25)
+    params = {**default_params(profile), "optimizer": "muon", "muon_lr": 0.08}
+    fresh = new_model(params, profile, Settings(home=tmp_path))
+    assert lr_scale_for(fresh, profile) == 1.0
+    saved = tmp_path / "network.pt"
+    torch.save(fresh.state_dict(), saved)
+    started = new_model(params, profile, Settings(home=tmp_path, init_weights=str(saved)))
+    assert lr_scale_for(started, profile) == 0.25
+    full = fit_config(params, profile, 1, "free_f1")
+    scaled = fit_config(params, profile, 1, "free_f1", lr_scale=lr_scale_for(started, profile))
+    assert (scaled.lr, scaled.muon_lr) == pytest.approx((full.lr * 0.25, 0.02))
+    assert scaled.weight_decay == full.weight_decay
+
+
+@pytest.mark.parametrize("cpu_bf16", ["on", "off"])
+def test_the_demo_starts_from_the_shipped_weights_of_its_decoder(tmp_path, caplog, cpu_bf16):
+    """A bf16 CPU (or a GPU) trains the demo's decoder, a CPU without bf16 its narrower fp32 one: each starts
+    from its own shipped file, every tensor of it."""
+    import dataclasses
+
     from parking_ml.config import Settings
     from parking_ml.model.network import WeightsMismatchError
     from parking_ml.model.profiles import get_profile
@@ -124,28 +150,30 @@ def test_the_demo_starts_from_its_shipped_weights_where_they_fit(tmp_path, caplo
 
     demo = get_profile("demo")
     params = default_params(demo)
-    shipped = init_weights_path(demo, Settings(home=tmp_path))
-    assert shipped is not None and shipped.is_file() and shipped.name == demo.init_weights
+    settings = Settings(home=tmp_path, cpu_bf16=cpu_bf16)
+    shipped = init_weights_path(demo, settings)
+    expected = demo.init_weights if cpu_bf16 == "on" else demo.fp32_cpu_init_weights
+    assert shipped is not None and shipped.is_file() and shipped.name == expected
     saved = torch.load(shipped, map_location="cpu", weights_only=True)
-    # the network a bf16 CPU (or a GPU) trains: every tensor from the file (stored in float16, loaded as float32)
-    started = new_model(params, demo, Settings(home=tmp_path, cpu_bf16="on"))
+    # stored in float16, loaded as float32
+    started = new_model(params, demo, settings)
     for key, value in started.state_dict().items():
         assert torch.equal(value, saved[key].to(value.dtype)), key
-    assert started.state_dict()["segmentation_head.0.weight"].dtype == torch.float32
-    # "none": a new network
-    new = new_model(params, demo, Settings(home=tmp_path, cpu_bf16="on", init_weights="none"))
     key = "segmentation_head.0.weight"
+    assert started.state_dict()[key].dtype == torch.float32
+    # "none": a new network
+    new = new_model(params, demo, settings.model_copy(update={"init_weights": "none"}))
     assert not torch.equal(new.state_dict()[key], saved[key].float())
-    # the narrower fp32-CPU decoder: the profile's file does not fit it, so that network starts new, with a warning
+    # the other decoder's file: a profile file that does not fit starts a new network, with a warning (the
+    # network changed without scripts/pretrain_demo.py); a file the user names must fit
+    other = init_weights_path(demo, settings.model_copy(update={"cpu_bf16": "off" if cpu_bf16 == "on" else "on"}))
+    assert other is not None and other != shipped
+    swapped = dataclasses.replace(demo, init_weights=other.name, fp32_cpu_init_weights=other.name)
     with caplog.at_level("WARNING"):
-        fp32 = new_model(params, demo, Settings(home=tmp_path, cpu_bf16="off"))
+        new_model(params, swapped, settings)
     assert "do not fit the network this machine trains" in caplog.text
-    assert fp32.state_dict()[key].shape != saved[key].shape or not torch.equal(
-        fp32.state_dict()[key], saved[key].float()
-    )
-    # a file the user names must fit
     with pytest.raises(WeightsMismatchError, match="do not match network"):
-        new_model(params, demo, Settings(home=tmp_path, cpu_bf16="off", init_weights=str(shipped)))
+        new_model(params, demo, settings.model_copy(update={"init_weights": str(other)}))
 
 
 def test_build_package_and_local_download(tmp_path):
