@@ -146,8 +146,6 @@ def demo(
     )
     try:
         api.wait_for_dags(PIPELINE)
-        for dag_id in PIPELINE:
-            api.unpause(dag_id)
 
         console.rule(f"2/4 synthetic landing batch landing/{batch}/ ({n} images)")
         t = time.monotonic()
@@ -159,6 +157,10 @@ def demo(
         files = _upload_batch(settings, batch, n, seed, size, gsd_range, passes)
         timings["synth + upload"] = time.monotonic() - t
         console.print(f"{files} files written to {settings.lake_url}/landing/{batch}/")
+        # unpaused only now: unpausing the hourly ingest starts a run at once, and one that started during the
+        # upload quarantined a site's annotations whose image had not landed yet ("orphan_annotation")
+        for dag_id in PIPELINE:
+            api.unpause(dag_id)
 
         console.rule("3/4 pipeline in Airflow (ingest -> preprocess -> train -> promote)")
         _follow_chain(api, console, settings, batch, timeout, timings)

@@ -402,6 +402,7 @@ def cross_validate(
             )
             seed_everything(settings.seed + fold)
             model = new_model(params, profile, settings)
+            mlflow.log_param("lr_scale", lr_scale_for(model, profile))
             bs = int(params["batch_size"])
             train_loader = make_loader(
                 data.root,

@@ -170,6 +170,8 @@ def test_runs_nest_study_trials_folds_and_register_a_challenger(world, trained):
     for t in trials:
         assert {"cv_free_f1_mean", "cv_free_f1_std", "cv_free_ap_mean"} <= set(t.data.metrics)
     (final,) = by_kind["final_fit"]
+    # smoke starts new networks: the searched learning rates as they are
+    assert {r.data.params["lr_scale"] for r in [*folds, final]} == {"1.0"}
     assert final.data.tags["mlflow.parentRunId"] == study.info.run_id
     artifacts = {a.path for a in client.list_artifacts(final.info.run_id)}
     assert {"eval.json", "learning_curves.png", "overlays.png", "confusion_matrix.png"} <= artifacts
