@@ -1,6 +1,6 @@
 """`parking-ml demo`: the whole loop on the embedded default, driven the way a user drives it.
 
-Starts the local stack, drops a synthetic landing batch into the lake, triggers `parking_ingest` through
+Drops a synthetic landing batch into the lake, starts the local stack, triggers `parking_ingest` through
 Airflow's REST API and follows the asset chain (preprocess -> train -> promote), then asks the inference API
 for free spaces on a tile none of the models trained on.
 """
@@ -114,7 +114,7 @@ def demo(
     batch: str = typer.Option("", help="landing batch name; default demo-<seed>"),
     timeout: float = typer.Option(3600.0, help="seconds to wait for the whole pipeline"),
 ) -> None:
-    """Run the whole loop on the embedded default: stack up, synthetic batch, ingest -> preprocess -> train ->
+    """Run the whole loop on the embedded default: synthetic batch, stack up, ingest -> preprocess -> train ->
     promote in Airflow, then a prediction from the API serving the new champion."""
     import httpx
     from rich.console import Console
@@ -130,8 +130,21 @@ def demo(
     batch = batch or f"demo-{seed}"
     timings: dict[str, float] = {}
 
+    try:
+        lo, _, hi = gsd.partition("-")
+        gsd_range = (float(lo), float(hi or lo))
+    except ValueError:
+        raise typer.BadParameter(f"--gsd must be a number or a range like 0.08-0.15, got {gsd!r}") from None
+    # the batch lands before the stack starts: the scheduler runs the hourly ingest as soon as the DAG appears,
+    # and a run that started during the upload quarantined a site's annotations whose image had not landed yet
+    console.rule(f"1/4 synthetic landing batch landing/{batch}/ ({n} images)")
+    t = time.monotonic()
+    files = _upload_batch(settings, batch, n, seed, size, gsd_range, passes)
+    timings["synth + upload"] = time.monotonic() - t
+    console.print(f"{files} files written to {settings.lake_url}/landing/{batch}/")
+
     t0 = time.monotonic()
-    console.rule("1/4 local stack")
+    console.rule("2/4 local stack")
     try:
         stack.up(settings)
     except stack.StackError as exc:
@@ -147,18 +160,6 @@ def demo(
     try:
         api.wait_for_dags(PIPELINE)
 
-        console.rule(f"2/4 synthetic landing batch landing/{batch}/ ({n} images)")
-        t = time.monotonic()
-        try:
-            lo, _, hi = gsd.partition("-")
-            gsd_range = (float(lo), float(hi or lo))
-        except ValueError:
-            raise typer.BadParameter(f"--gsd must be a number or a range like 0.08-0.15, got {gsd!r}") from None
-        files = _upload_batch(settings, batch, n, seed, size, gsd_range, passes)
-        timings["synth + upload"] = time.monotonic() - t
-        console.print(f"{files} files written to {settings.lake_url}/landing/{batch}/")
-        # unpaused only now: unpausing the hourly ingest starts a run at once, and one that started during the
-        # upload quarantined a site's annotations whose image had not landed yet ("orphan_annotation")
         for dag_id in PIPELINE:
             api.unpause(dag_id)
 
