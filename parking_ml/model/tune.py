@@ -9,7 +9,6 @@ command resumes it: finished trials are kept, a trial that was running when the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -402,7 +401,8 @@ def cross_validate(
             )
             seed_everything(settings.seed + fold)
             model = new_model(params, profile, settings)
-            mlflow.log_param("lr_scale", lr_scale_for(model, profile))
+            lr_scale = lr_scale_for(model, profile)
+            mlflow.log_param("lr_scale", lr_scale)
             bs = int(params["batch_size"])
             train_loader = make_loader(
                 data.root,
@@ -441,7 +441,7 @@ def cross_validate(
                     progress,
                     profile.cv_steps_per_epoch,
                     cpu_bf16=bf16,
-                    lr_scale=lr_scale_for(model, profile),
+                    lr_scale=lr_scale,
                 ),
                 device,
                 on_epoch=on_epoch,
@@ -477,11 +477,9 @@ def init_weights_tag(profile: TrainProfile, settings: Settings) -> str:
             f"starting weights file {path} does not exist; set PARKING_INIT_WEIGHTS to a state-dict file, "
             "or to none for a new network"
         )
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return f"{path.stem}-{digest.hexdigest()[:8]}"
+    from parking_ml.data.validation import sha256
+
+    return f"{path.stem}-{sha256(path.read_bytes())[:8]}"
 
 
 def study_name(settings: Settings, dataset_version: str, profile: TrainProfile) -> str:
@@ -818,6 +816,7 @@ def final_fit(
     with mlflow.start_run(run_name="final-fit", nested=True, tags={"run_kind": "final_fit", "optuna_study": name}):
         seed_everything(settings.seed)
         model = new_model(params, profile, settings)
+        lr_scale = lr_scale_for(model, profile)
         serving = preprocess_config(profile, settings, train_rows, data.root)
         ref_rows = evenly_spaced(train_rows, REFERENCE_MAX_TILES)
         after_s = 0.0
@@ -861,7 +860,7 @@ def final_fit(
                 "time_budget_s": None if time_budget_s is None else round(time_budget_s, 1),
                 "after_fit_estimate_s": round(after_s, 1),
                 "cpu_bf16": bf16 and device.type == "cpu",
-                "lr_scale": lr_scale_for(model, profile),
+                "lr_scale": lr_scale,
             }
         )
         loader = final_fit_loader(data, train_rows, profile, params, settings, settings.seed)
@@ -873,7 +872,7 @@ def final_fit(
             progress,
             time_budget_s=time_budget_s,
             cpu_bf16=bf16,
-            lr_scale=lr_scale_for(model, profile),
+            lr_scale=lr_scale,
         )
         t0 = time.perf_counter()
         result = fit(
