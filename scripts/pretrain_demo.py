@@ -38,6 +38,13 @@ def main() -> int:
     parser.add_argument("--fit-seed", type=int, default=5, help="seed of the network's init and the crops")
     parser.add_argument("--seconds", type=float, default=1200.0, help="wall-clock budget of the fit")
     parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of the profile's steps_per_epoch (default: the profile's final_epochs); the fit ends at "
+        "whichever of these and --seconds comes first, so raise it where a fast machine would stop early",
+    )
+    parser.add_argument(
         "--cpu-bf16",
         choices=("auto", "on", "off"),
         default="auto",
@@ -111,7 +118,7 @@ def main() -> int:
         cfg = fit_config(
             params,
             profile,
-            profile.final_epochs,
+            args.epochs or profile.final_epochs,
             settings.objective_metric,
             True,
             time_budget_s=args.seconds,
@@ -134,6 +141,7 @@ def main() -> int:
         "lot_seed": args.seed,
         "fit_seed": args.fit_seed,
         "seconds": args.seconds,
+        "epochs": args.epochs or profile.final_epochs,
         "fit_s": round(fit_s, 1),
         "data_s": round(data_s, 1),
         "steps": result.steps_run,

@@ -290,6 +290,47 @@ def test_a_binding_budget_is_taken_again_halfway_through_the_final_fit(world, tr
     assert 1 <= result.final_fit_steps < profile.final_epochs * profile.steps_per_epoch
 
 
+def test_folds_and_final_fit_started_from_trained_weights_train_at_the_scaled_rates(world, monkeypatch):
+    """From a weights file, every fold model and the final fit train at the profile's fraction of the trial's
+    learning rates (AdamW's and Muon's), and their runs log that fraction."""
+    import dataclasses
+
+    from parking_ml.model import train, tune
+
+    settings = world["settings"].model_copy(update={"model_name": "it-lr-scale"})
+    smoke = get_profile("smoke")
+    # one encoder: the trial's network must fit the start file
+    space = dataclasses.replace(smoke.space, encoders=smoke.space.encoders[:1], optimizers=("muon",))
+    profile = dataclasses.replace(smoke, name="smoke-lr-scale", n_trials=1, pretrained_lr_scale=0.5, space=space)
+    start = world["home"] / "lr-scale-start.pt"
+    torch.save(tune.new_model(tune.default_params(profile), profile, settings).state_dict(), start)
+    settings = settings.model_copy(update={"init_weights": str(start)})
+    configs = []
+    real_fit = train.fit
+    monkeypatch.setattr(
+        train,
+        "fit",
+        lambda model, loader, validate, cfg, *a, **k: (
+            configs.append(cfg) or real_fit(model, loader, validate, cfg, *a, **k)
+        ),
+    )
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(settings.model_name)
+    with mlflow.start_run(run_name="lr-scale-check"):
+        study, ran = run_study(settings, world["data"], profile, n_trials=1, progress=False)
+        params = study.trials[0].params
+        tune.final_fit(settings, world["data"], profile, params, {}, "it-lr-scale", progress=False)
+    assert ran == 1 and params["optimizer"] == "muon"
+    folds = len(cv_folds(world["data"].manifest))
+    assert len(configs) == folds + 1
+    for cfg in configs:
+        assert (cfg.lr, cfg.muon_lr) == pytest.approx((params["lr"] * 0.5, params["muon_lr"] * 0.5))
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(settings.model_name)
+    runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("run_kind") in ("fold", "final_fit")]
+    assert len(runs) == folds + 1 and {r.data.params["lr_scale"] for r in runs} == {"0.5"}
+
+
 def test_a_resumed_study_runs_only_the_missing_trials(world, trained):
     import optuna
 
