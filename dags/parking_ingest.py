@@ -32,7 +32,7 @@ def parking_ingest():
         from parking_ml.lake import Lake
 
         settings = task_settings()
-        return run_ingest(Lake.from_settings(settings), None, settings.max_pixels)
+        return run_ingest(Lake.from_settings(settings), None, settings.max_pixels, settle_s=settings.ingest_settle_s)
 
     @task(outlets=[PARKING_RAW])
     def publish_raw(summary: dict) -> dict:

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
     max_pixels: int = Field(100_000_000, gt=0, description="refuse images above this before decoding")
+    ingest_settle_s: float = Field(
+        900.0,
+        ge=0.0,
+        description="ingest leaves an annotation without its image (or an image without an annotation) in landing "
+        "until it is this old, since its partner may still be uploading; 0 quarantines it at once",
+    )
     max_concurrency: int = Field(2, ge=1, description="inferences running at once; more get 503")
     max_queue: int = Field(8, ge=0, description="requests allowed to wait for an inference slot")
     drift_flush_rows: int = Field(256, ge=1)

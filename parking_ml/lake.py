@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,11 @@ class Lake:
 
     def size(self, key: str) -> int:
         return int(self.fs.size(self.path(key)))
+
+    def modified(self, key: str) -> datetime:
+        """When the object was last written, in UTC (local file mtime, or S3's LastModified)."""
+        when = self.fs.modified(self.path(key))
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
     def list(self, prefix: str = "", *, recursive: bool = True) -> list[str]:
         """Keys (relative to the root) of the files under prefix, sorted; [] if nothing is there."""

@@ -24,6 +24,14 @@ def ingest(
     max_pixels: Annotated[
         int | None, typer.Option(min=1, help="refuse larger images (default PARKING_MAX_PIXELS)")
     ] = None,
+    settle_s: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="leave an annotation without its image (or an image without an annotation) in landing until it "
+            "is this many seconds old; 0 quarantines it at once (default PARKING_INGEST_SETTLE_S, 900)",
+        ),
+    ] = None,
 ) -> None:
     """Validate landing/<batch>/<site>/ files and move what is usable into raw/ (content-addressed).
 
@@ -35,9 +43,15 @@ def ingest(
 
     if batch and all_batches:
         raise typer.BadParameter("give --batch NAME or --all, not both")
-    settings = _settings(max_pixels=max_pixels)
+    settings = _settings(max_pixels=max_pixels, ingest_settle_s=settle_s)
     try:
-        summary = run_ingest(Lake.from_settings(settings), batch or None, settings.max_pixels, progress=True)
+        summary = run_ingest(
+            Lake.from_settings(settings),
+            batch or None,
+            settings.max_pixels,
+            progress=True,
+            settle_s=settings.ingest_settle_s,
+        )
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

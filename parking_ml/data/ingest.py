@@ -6,6 +6,11 @@ addressed, written once), and one row per image to ``raw/manifest.parquet``. A r
 ``quarantine/<batch>/<path>`` with a line in ``quarantine/<batch>/reasons.jsonl``. Landing files stay where
 they are.
 
+Uploads take time: an annotation whose image has not landed yet (or an image whose annotation has not) is left
+in landing for the next run while it is younger than ``settle_s`` (Settings.ingest_settle_s), and only
+quarantined once it has waited that long alone. The hourly run that starts while a batch is still being
+uploaded thus neither quarantines half a site nor leaves a stale quarantine entry behind.
+
 Crash safety and idempotence: every object is written atomically (Lake.write_bytes), the manifest is
 rewritten whole after the batch's files are in place, and a landing file already in the manifest (same key,
 same hash) or already quarantined (same path, same hash) is skipped silently. So a re-run, or a retried task
@@ -18,6 +23,7 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -93,6 +99,7 @@ class BatchResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     skipped: int = 0
+    waiting: list[str] = field(default_factory=list)  # files left for a later run: their partner may be landing
 
 
 @dataclass
@@ -110,6 +117,11 @@ def _store(lake: Lake, key: str, data: bytes) -> None:
         lake.write_bytes(key, data)
 
 
+def _settling(lake: Lake, files: list[LandingFile], settle_s: float, now: datetime) -> bool:
+    """Whether any of ``files`` landed less than ``settle_s`` ago (its partner may still be uploading)."""
+    return settle_s > 0 and any((now - lake.modified(f.key)).total_seconds() < settle_s for f in files)
+
+
 def _process_group(
     lake: Lake,
     images: list[LandingFile],
@@ -117,7 +129,10 @@ def _process_group(
     state: _State,
     max_pixels: int,
     result: BatchResult,
+    settle_s: float = 0.0,
+    now: datetime | None = None,
 ) -> None:
+    now = now or datetime.now(UTC)
     blobs = {f.key: lake.read_bytes(f.key) for f in [*images, *annotations]}
     hashes = {k: sha256(v) for k, v in blobs.items()}
 
@@ -136,6 +151,9 @@ def _process_group(
         return
 
     if not images:
+        if _settling(lake, annotations, settle_s, now):
+            result.waiting.extend(f.rel for f in annotations)
+            return
         for f in annotations:
             reject(f, "orphan_annotation", f"'{f.rel}' has no image with the same stem beside it")
         return
@@ -168,6 +186,9 @@ def _process_group(
             reject(f, "image_rejected", f"'{f.rel}': its image '{img.name}' is a duplicate")
         return
     if not annotations:
+        if _settling(lake, images, settle_s, now):
+            result.waiting.append(img.rel)
+            return
         reject(
             img,
             "missing_annotation",
@@ -244,7 +265,12 @@ def _write_quarantine(lake: Lake, batch: str, rejections: list[Rejection], blobs
 
 
 def ingest_batch(
-    lake: Lake, batch: str, manifest: pd.DataFrame, max_pixels: int, progress: bool = False
+    lake: Lake,
+    batch: str,
+    manifest: pd.DataFrame,
+    max_pixels: int,
+    progress: bool = False,
+    settle_s: float = 0.0,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Ingest one landing batch; returns the new manifest (already written) and counts."""
     from tqdm import tqdm
@@ -270,9 +296,18 @@ def ingest_batch(
             continue
         reason = f"'{f.rel}' is neither an image (.png/.jpg/.tif) nor an annotation (.mask.png/.geojson/.json)"
         result.rejections.append(Rejection(f, "unsupported_type", reason, digest))
+    now = datetime.now(UTC)
     for name in tqdm(sorted(groups), desc=f"ingest {batch}", unit="image", disable=not progress):
         images, annotations = groups[name]
-        _process_group(lake, images, annotations, state, max_pixels, result)
+        _process_group(lake, images, annotations, state, max_pixels, result, settle_s, now)
+    if result.waiting:
+        log.info(
+            "left %d file(s) in landing/%s until their image or annotation lands (or %.0f s pass)",
+            len(result.waiting),
+            batch,
+            settle_s,
+            extra={"batch": batch, "files": result.waiting[:20], "settle_s": settle_s},
+        )
 
     if result.rejections:
         blobs = {r.file.key: lake.read_bytes(r.file.key) for r in result.rejections}
@@ -287,16 +322,25 @@ def ingest_batch(
         "quarantined": len(result.rejections),
         "duplicates": sum(1 for r in result.rejections if r.code == "duplicate"),
         "skipped_duplicates": result.skipped,
+        "waiting": len(result.waiting),
     }
     log.info("ingested batch %s", batch, extra={"batch": batch, **counts})
     return manifest, counts
 
 
-def ingest(lake: Lake, batches: list[str] | None = None, max_pixels: int = 100_000_000, progress: bool = False) -> dict:
+def ingest(
+    lake: Lake,
+    batches: list[str] | None = None,
+    max_pixels: int = 100_000_000,
+    progress: bool = False,
+    settle_s: float = 0.0,
+) -> dict:
     """Ingest the named landing batches (all when None). Returns a summary dict (also logged).
 
     Summary: batches, accepted, quarantined (duplicates included), duplicates, skipped_duplicates (files a
-    previous run already accepted or quarantined, skipped silently), raw_images (rows in the manifest).
+    previous run already accepted or quarantined, skipped silently), waiting (annotations without their image,
+    or images without an annotation, younger than ``settle_s``: left in landing for a later run), raw_images
+    (rows in the manifest).
     """
     available = list_batches(lake)
     if batches is None:
@@ -308,9 +352,9 @@ def ingest(lake: Lake, batches: list[str] | None = None, max_pixels: int = 100_0
             f"Drop files into landing/<batch>/<site>/ (e.g. `parking-ml synth --out ...`)"
         )
     manifest = read_raw_manifest(lake)
-    totals = {"accepted": 0, "quarantined": 0, "duplicates": 0, "skipped_duplicates": 0}
+    totals = {"accepted": 0, "quarantined": 0, "duplicates": 0, "skipped_duplicates": 0, "waiting": 0}
     for batch in batches:
-        manifest, counts = ingest_batch(lake, batch, manifest, max_pixels, progress=progress)
+        manifest, counts = ingest_batch(lake, batch, manifest, max_pixels, progress=progress, settle_s=settle_s)
         for k, v in counts.items():
             totals[k] += v
     summary = {"batches": batches, **totals, "raw_images": len(manifest)}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 
@@ -11,7 +13,7 @@ from parking_ml.data.ingest import RAW_MANIFEST, ingest, read_raw_manifest, read
 from parking_ml.data.preprocess import PreprocessConfig, preprocess
 from parking_ml.data.processed import latest_version, load_manifest, materialize
 from parking_ml.lake import Lake
-from tests.fakes_data import png_bytes, scene, write_landing
+from tests.fakes_data import geojson_bytes, png_bytes, scene, write_landing
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +37,14 @@ def test_s3_ingest_twice_equals_once_then_preprocess_and_materialize(moto_server
     lake = Lake.from_settings(settings)
     write_landing(lake, "b1", sites=4, per_site=2, size=128)
     lake.write_bytes("landing/b1/site0/broken.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    # its image is still uploading: S3's LastModified says it just landed, so it waits
+    lake.write_bytes("landing/b1/site0/later.geojson", geojson_bytes(scene(128, seed=60)[2]))
 
-    once = ingest(lake, max_pixels=settings.max_pixels)
-    assert once["accepted"] == 8 and once["quarantined"] == 1
+    once = ingest(lake, max_pixels=settings.max_pixels, settle_s=600)
+    assert once["accepted"] == 8 and once["quarantined"] == 1 and once["waiting"] == 1
     raw_once, q_once = _snapshot(lake, "raw/"), _snapshot(lake, "quarantine/")
-    twice = ingest(lake, max_pixels=settings.max_pixels)
-    assert twice["accepted"] == 0 and twice["quarantined"] == 0
+    twice = ingest(lake, max_pixels=settings.max_pixels, settle_s=600)
+    assert twice["accepted"] == 0 and twice["quarantined"] == 0 and twice["waiting"] == 1
     assert _snapshot(lake, "raw/") == raw_once and _snapshot(lake, "quarantine/") == q_once
     assert [r["code"] for r in read_reasons(lake, "b1")] == ["corrupt"]
     m = read_raw_manifest(lake)
@@ -81,6 +85,11 @@ def test_ingest_and_preprocess_dags_on_local_lake(airflow_home, monkeypatch, tmp
     lake = Lake(lake_url, {})
     write_landing(lake, "b1", sites=4, per_site=2, size=96)
     lake.write_bytes("landing/b1/site1/alone.png", png_bytes(scene(96, seed=50)[0]))
+    # alone.png landed an hour ago: its annotation is overdue. fresh.geojson just landed: its image may still be
+    # uploading, so the DAG (PARKING_INGEST_SETTLE_S's default) leaves it for a later run
+    hour_ago = time.time() - 3600
+    os.utime(lake.local_path("landing/b1/site1/alone.png"), (hour_ago, hour_ago))
+    lake.write_bytes("landing/b1/site1/fresh.geojson", geojson_bytes(scene(96, seed=51)[2]))
 
     from parking_ingest import dag as ingest_dag
     from parking_preprocess import dag as preprocess_dag
@@ -90,6 +99,7 @@ def test_ingest_and_preprocess_dags_on_local_lake(airflow_home, monkeypatch, tmp
     assert _states(dr) == {"ingest": "success", "publish_raw": "success"}
     assert len(read_raw_manifest(lake)) == 8
     assert [r["code"] for r in read_reasons(lake, "b1")] == ["missing_annotation"]
+    assert lake.exists("landing/b1/site1/fresh.geojson") and not lake.exists("quarantine/b1/site1/fresh.geojson")
 
     dr = preprocess_dag.test()
     assert str(dr.state) == "success", _states(dr)

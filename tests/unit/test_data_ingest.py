@@ -245,3 +245,55 @@ def test_s3_overrides_from_connection_fields():
     assert s3_overrides(None, None, {"service_config": {"s3": {"endpoint_url": "http://m"}}}) == {
         "s3_endpoint_url": "http://m"
     }
+
+
+def test_a_file_whose_partner_may_still_be_uploading_waits_then_is_quarantined(lake):
+    """An annotation without its image, or an image without an annotation, younger than settle_s stays in
+    landing for a later run; once its partner lands the pair is ingested with no quarantine entry, and once it
+    has waited settle_s alone it is quarantined."""
+    rgb, _, stalls = scene(96, seed=30)
+    lake.write_bytes("landing/b/s/early.geojson", geojson_bytes(stalls))
+    lake.write_bytes("landing/b/s/alone.png", png_bytes(scene(96, seed=31)[0]))
+    first = ingest(lake, settle_s=600)
+    assert (first["accepted"], first["quarantined"], first["waiting"]) == (0, 0, 2)
+    assert read_reasons(lake, "b") == [] and not lake.exists("quarantine/b/s/early.geojson")
+
+    lake.write_bytes("landing/b/s/early.png", png_bytes(rgb))
+    second = ingest(lake, settle_s=600)
+    assert (second["accepted"], second["quarantined"], second["waiting"]) == (1, 0, 1)
+    assert read_raw_manifest(lake)["source"].tolist() == ["landing/b/s/early.png"]
+
+    # an hour later the image still has no annotation
+    hour_ago = lake.modified("landing/b/s/alone.png").timestamp() - 3600
+    os.utime(lake.local_path("landing/b/s/alone.png"), (hour_ago, hour_ago))
+    third = ingest(lake, settle_s=600)
+    assert (third["accepted"], third["quarantined"], third["waiting"]) == (0, 1, 0)
+    assert [(r["file"], r["code"]) for r in read_reasons(lake, "b")] == [("s/alone.png", "missing_annotation")]
+
+
+def test_the_lake_reports_when_an_object_was_written(lake):
+    import datetime as dt
+
+    before = dt.datetime.now(dt.UTC)
+    lake.write_bytes("landing/b/s/x.png", b"x")
+    when = lake.modified("landing/b/s/x.png")
+    assert when.tzinfo is not None
+    assert abs((when - before).total_seconds()) < 60
+
+
+def test_the_ingest_command_settles_by_the_setting_or_its_option(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from parking_ml.cli import app
+
+    lake_dir = tmp_path / "lake"
+    monkeypatch.setenv("PARKING_HOME", str(tmp_path / "var"))
+    monkeypatch.setenv("PARKING_LAKE_URL", f"file://{lake_dir}")
+    Lake(f"file://{lake_dir}", {}).write_bytes("landing/b/s/early.geojson", geojson_bytes(scene(96, seed=32)[2]))
+    runner = CliRunner()
+    waited = runner.invoke(app, ["ingest"])
+    assert waited.exit_code == 0, waited.output
+    assert '"waiting": 1' in waited.output and '"quarantined": 0' in waited.output
+    now = runner.invoke(app, ["ingest", "--settle-s", "0"])
+    assert now.exit_code == 0, now.output
+    assert '"waiting": 0' in now.output and '"quarantined": 1' in now.output
