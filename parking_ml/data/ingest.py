@@ -129,10 +129,9 @@ def _process_group(
     state: _State,
     max_pixels: int,
     result: BatchResult,
-    settle_s: float = 0.0,
-    now: datetime | None = None,
+    settle_s: float,
+    now: datetime,
 ) -> None:
-    now = now or datetime.now(UTC)
     blobs = {f.key: lake.read_bytes(f.key) for f in [*images, *annotations]}
     hashes = {k: sha256(v) for k, v in blobs.items()}
 
