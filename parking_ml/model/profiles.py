@@ -335,8 +335,10 @@ PROFILES: dict[str, TrainProfile] = {
         # the bench (fine-tuned at the 0.3x below, same machine) free IoU 0.850 -> 0.877 on the 96 fresh lots,
         # count error 0.57 -> 0.48, holdout 0.823 -> 0.878, 0.69 -> 0.33
         init_weights="demo-synthetic.pt",
-        # the fp32 CPU decoder's start (same script on 2 AVX2 cores): 1,024 lots of the same seed, 15,133 steps
-        # (the 160 epochs' cap) in 3,342 s, free IoU 0.849 on the same 24 fresh lots
+        # the fp32 CPU decoder's start: first (same script on 2 AVX2 cores) 1,024 lots of the same seed, 15,133
+        # steps (the 160 epochs' cap) in 3,342 s, free IoU 0.849 on the same 24 fresh lots; now (stop 30, a Zen 5
+        # EPYC, --cpu-bf16 off) 24,765 steps in 2,400 s, 0.863 there, and the bench (fp32 on that machine) 0.859
+        # on the 96 fresh lots, holdout 0.847
         fp32_cpu_init_weights="demo-synthetic-fp32.pt",
         # from those weights both learning rates at 0.3x (lr 3.3e-3, Muon 0.03 at the seed point): the bench's
         # data, 378-s final fits of the fp32 decoder from demo-synthetic-fp32.pt (AVX2 EPYC, stop 29), holdout
