@@ -15,6 +15,10 @@ load the files into the profile's networks and fail when one no longer fits).
 The demo trains one decoder on a bf16 CPU or a GPU and a narrower one in fp32 on a CPU without bf16 hardware
 (profiles.decoder_for), and ships a file for each (TrainProfile.init_weights, fp32_cpu_init_weights). By default
 this writes the file for the decoder this machine trains; ``--cpu-bf16 off`` makes the fp32 one on any CPU.
+
+``--init FILE`` continues a file instead of starting new (a slow machine adds its steps to a fast one's, and
+other ``--seed`` lots add variety), usually at ``--lr-scale`` below 1: a restart at the full rates first undoes
+part of what the file knew.
 """
 
 from __future__ import annotations
@@ -51,6 +55,19 @@ def main() -> int:
         help="as PARKING_CPU_BF16: off trains (and writes the file of) the fp32 CPU decoder",
     )
     parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="continue from this state dict (e.g. the shipped file, with more or other lots) instead of a new "
+        "network; its JSON's recipe is kept under 'init' and 'steps_total' adds the steps",
+    )
+    parser.add_argument(
+        "--lr-scale",
+        type=float,
+        default=1.0,
+        help="both peak learning rates times this (a continued network keeps more of what it knows at less)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -58,6 +75,13 @@ def main() -> int:
         "trains, under parking_ml/weights/)",
     )
     args = parser.parse_args()
+    init_recipe: dict = {}
+    if args.init is not None:
+        if not args.init.is_file():
+            parser.error(f"--init {args.init}: no such file (give a state dict this script wrote)")
+        beside = args.init.with_suffix(".json")
+        # read before the fit: --out may be the same file, replaced at the end
+        init_recipe = json.loads(beside.read_text()) if beside.is_file() else {}
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import torch
@@ -88,7 +112,14 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="parking-pretrain-"))
     try:
         # init_weights "none": a random network, whatever the profile names (this script makes that file)
-        settings = Settings(home=home, profile="demo", seed=args.fit_seed, init_weights="none", cpu_bf16=args.cpu_bf16)
+        # (or --init's file, which must fit this machine's decoder: new_model raises otherwise)
+        settings = Settings(
+            home=home,
+            profile="demo",
+            seed=args.fit_seed,
+            init_weights=str(args.init) if args.init else "none",
+            cpu_bf16=args.cpu_bf16,
+        )
         if args.out is None:
             # a bf16 CPU or a GPU trains the profile's decoder, a CPU without bf16 its narrower fp32 one
             name = init_weights_for(profile, trains_fp32_on_cpu(settings))
@@ -123,6 +154,7 @@ def main() -> int:
             True,
             time_budget_s=args.seconds,
             cpu_bf16=bf16,
+            lr_scale=args.lr_scale,
         )
         t0 = time.perf_counter()
         result = fit(model, loader, None, cfg, resolve_device(settings.device))
@@ -152,6 +184,10 @@ def main() -> int:
         "fresh_lots_seed_99_iou_free": round(fresh, 4),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if args.init is not None:
+        recipe["lr_scale"] = args.lr_scale
+        recipe["steps_total"] = result.steps_run + int(init_recipe.get("steps_total", init_recipe.get("steps", 0)))
+        recipe["init"] = {"file": args.init.name, **init_recipe}
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(recipe, indent=2) + "\n")
     tmp.replace(args.out.with_suffix(".json"))
