@@ -185,14 +185,24 @@ def main() -> int:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if args.init is not None:
-        recipe["lr_scale"] = args.lr_scale
-        recipe["steps_total"] = result.steps_run + int(init_recipe.get("steps_total", init_recipe.get("steps", 0)))
-        recipe["init"] = {"file": args.init.name, **init_recipe}
+        recipe = continued_recipe(recipe, args.init.name, init_recipe, args.lr_scale)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(recipe, indent=2) + "\n")
     tmp.replace(args.out.with_suffix(".json"))
     print(json.dumps(recipe, indent=2))
     return 0
+
+
+def continued_recipe(recipe: dict, init_name: str, init_recipe: dict, lr_scale: float) -> dict:
+    """``recipe`` of a fit that continued ``init_name``: its own steps plus every earlier fit's in ``steps_total``."""
+    # a file continued before carries its chain's total; a first file only its own steps (none: not ours)
+    before = int(init_recipe.get("steps_total", init_recipe.get("steps", 0)))
+    return {
+        **recipe,
+        "lr_scale": lr_scale,
+        "steps_total": recipe["steps"] + before,
+        "init": {"file": init_name, **init_recipe},
+    }
 
 
 def fresh_lot_iou(model, profile, settings, data) -> float:

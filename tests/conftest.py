@@ -117,3 +117,14 @@ def bench_train():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def pretrain_demo():
+    """scripts/pretrain_demo.py as a module (its heavy imports wait inside main())."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pretrain_demo", REPO / "scripts" / "pretrain_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
