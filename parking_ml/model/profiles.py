@@ -338,7 +338,9 @@ PROFILES: dict[str, TrainProfile] = {
         # the fp32 CPU decoder's start: first (same script on 2 AVX2 cores) 1,024 lots of the same seed, 15,133
         # steps (the 160 epochs' cap) in 3,342 s, free IoU 0.849 on the same 24 fresh lots; now (stop 30, a Zen 5
         # EPYC, --cpu-bf16 off) 24,765 steps in 2,400 s, 0.863 there, and the bench (fp32 on that machine) 0.859
-        # on the 96 fresh lots, holdout 0.847
+        # on the 96 fresh lots, holdout 0.847; now (stop 32) that file continued (--init, --lr-scale 0.5) on 1,024
+        # lots of seed 1002 for 5,100 s on a Xeon, 54,282 steps in all, 0.871 on the 24, and the bench (fp32 on
+        # that Xeon) 0.864 on the 96 fresh lots, holdout 0.863, count error 0.56 / 0.43
         fp32_cpu_init_weights="demo-synthetic-fp32.pt",
         # from those weights both learning rates at 0.3x (lr 3.3e-3, Muon 0.03 at the seed point): the bench's
         # data, 378-s final fits of the fp32 decoder from demo-synthetic-fp32.pt (AVX2 EPYC, stop 29), holdout
