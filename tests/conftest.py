@@ -108,23 +108,22 @@ def airflow_home() -> Path:
     return home
 
 
-@pytest.fixture(scope="session")
-def bench_train():
-    """bench/train.py as a module (the benchmarks are scripts, not a package)."""
+def _script_module(name: str, path: Path):
+    """A script as a module: the benchmarks and scripts/ are files, not a package."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_train", REPO / "bench" / "train.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def bench_train():
+    return _script_module("bench_train", REPO / "bench" / "train.py")
 
 
 @pytest.fixture(scope="session")
 def pretrain_demo():
-    """scripts/pretrain_demo.py as a module (its heavy imports wait inside main())."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pretrain_demo", REPO / "scripts" / "pretrain_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """scripts/pretrain_demo.py (its heavy imports wait inside main())."""
+    return _script_module("pretrain_demo", REPO / "scripts" / "pretrain_demo.py")
