@@ -66,10 +66,10 @@ class Settings(BaseSettings):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(2, ge=1, le=256, description="torch / onnxruntime intra-op threads")
-    # training only (serving runs the fp32 ONNX graph): "auto" turns bfloat16 autocast on where the CPU
-    # computes bf16 in hardware (AMX tiles or AVX-512 BF16; see train.CPU_BF16_PROBES for the measured steps)
+    # training only (serving runs the fp32 ONNX graph): "auto" where the CPU computes bf16 in hardware
+    # (train.CPU_BF16_PROBES): docs/experiments/cpu-bf16.md
     cpu_bf16: Literal["auto", "on", "off"] = Field(
-        "auto", description="bf16 autocast when training on CPU: auto (AMX or AVX-512 BF16), on, off"
+        "auto", description="bf16 autocast when training on CPU: auto (where bf16 runs in hardware), on, off"
     )
     folds: int = Field(3, ge=2, le=20)
     holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)

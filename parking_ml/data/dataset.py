@@ -3,7 +3,7 @@
 With ``model_gsd`` every tile is first resampled to the model's ground resolution (area interpolation), and
 its labels become *soft* targets: the share of each class in every resampled pixel. A pixel half on a
 stall's edge then says "half free", instead of the nearest-neighbour coin toss that would move stall edges
-by up to a pixel at random, and an IoU near 0.85 on 20-px stalls leaves no room for that.
+by up to a pixel at random (docs/experiments/model-gsd.md).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class TileDataset(Dataset):
     model's resolution (tiles without a gsd stay as they are). ``cache=True`` keeps the decoded, resampled
     tiles in memory (worth it for small datasets over many epochs; each DataLoader worker has its own copy);
     a TileCache mapping instead shares them with other datasets over the same tiles (the CV folds, trials and
-    final fit of one training run: each fold model had decoded its tiles anew, 7.7 s of a 65-s demo trial).
+    final fit of one training run: docs/experiments/tile-cache.md).
     """
 
     def __init__(

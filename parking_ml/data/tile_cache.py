@@ -22,10 +22,9 @@ def _nbytes(item: tuple[np.ndarray, np.ndarray]) -> int:
 
 
 class BoundedTileCache(MutableMapping):
-    """A TileCache that holds decoded tiles up to ``max_bytes`` and then takes no more: a 256-px tile at
-    0.1 m/px is 245 KB at the demo's 0.2 m/px (its soft target is float32), so 100,000 such tiles would
-    hold 24 GB. Training draws tiles uniformly, so the tiles held serve the same share of draws whichever
-    they are; evicting some for others would only decode more. ``max_bytes`` 0 holds nothing."""
+    """A TileCache that holds decoded tiles up to ``max_bytes`` and then takes no more (sizes in
+    docs/experiments/tile-cache.md). Training draws tiles uniformly, so the tiles held serve the same share of
+    draws whichever they are; evicting some for others would only decode more. ``max_bytes`` 0 holds nothing."""
 
     def __init__(self, max_bytes: int) -> None:
         if max_bytes < 0:

@@ -42,8 +42,7 @@ def build_model(
     decoder_channels: Unet: one width per encoder stage (e.g. (128, 64, 32, 16, 8) for a cheap decoder);
     FPN: the segmentation-branch width; DeepLabV3+: the ASPP width.
     encoder_depth: encoder stages used (3-5; the output stride is 2**depth). 4 drops the deepest, widest
-    stage: a 12 x 25 px stall needs no 32x context, and on 2 CPU cores the decoder conv over that stage's
-    1,376 channels alone took 30 ms of a MobileNetV2 U-Net's 234-ms training step (its backward pass).
+    stage: a 12 x 25 px stall needs no 32x context (docs/experiments/encoder-depth.md).
     """
     import segmentation_models_pytorch as smp
 

@@ -2,12 +2,8 @@
 
 Muon (torch.optim.Muon) replaces each update of a weight matrix by its nearest orthogonal matrix (a few
 Newton-Schulz iterations on the momentum), so that every direction of the layer learns at the same pace
-instead of the few that dominate the gradient. On the demo's network trained from scratch it bought what
-a 2-core CPU cannot buy with steps: the same 1,200 steps (batch 8, same data, same seed) scored 96 fresh lots'
-free IoU 0.541 with AdamW against 0.654 with Muon on the convolutions (count error 3.14 -> 1.94 per tile),
-for ~25 ms more a step (the orthogonalisation of 23 matrices on 2 cores). On a CPU without bf16 matrix
-hardware the iteration runs in fp32 (Fp32Muon): on a Zen 1 EPYC, 300-s fits on two seeds scored 0.618 / 0.581
-against AdamW's 0.528 / 0.561.
+instead of the few that dominate the gradient: in the demo's short CPU fits it beat AdamW in equal time
+(docs/experiments/muon.md). On a device without bf16 matrix hardware the iteration runs in fp32 (Fp32Muon).
 
 torch's Muon takes 2-D parameters only. A convolution's weight (out, in, kh, kw) is a matrix of out rows,
 so Muon gets a 2-D view of each weight's memory (`MatrixViews`), and each step hands it the weight's
@@ -34,7 +30,7 @@ def muon_layers(model: nn.Module) -> list[nn.Module]:
     """The layers whose weights Muon updates: every convolution and linear layer whose input and output
     both have at least _MIN_CHANNELS channels (not the one reading the image, not the one writing the
     classes). Grouped convolutions are left out: their weight is one small matrix per group, and taking
-    them in changed nothing measurable (free IoU 0.654 -> 0.666, count error 1.94 -> 2.09, one run each)."""
+    them in changed nothing measurable (docs/experiments/muon.md)."""
     out: list[nn.Module] = []
     for module in model.modules():
         if isinstance(module, nn.Conv2d) and module.groups == 1:
@@ -111,8 +107,8 @@ def orthogonalise_fp32(
 
 class Fp32Muon(torch.optim.Muon):
     """torch's Muon, orthogonalising in float32: torch casts every update to bf16 for the iteration, which a
-    machine without bf16 matrix hardware emulates at ten times fp32's cost (on a Zen 1 EPYC, 2 cores, the
-    demo network's 23 matrices: 516-649 ms a step in bf16, 45-48 ms in fp32). The same state, momentum,
+    machine without bf16 matrix hardware emulates at about ten times fp32's cost (docs/experiments/muon.md).
+    The same state, momentum,
     Nesterov and learning-rate rule as torch's step (torch 2.14's _single_tensor_muon), only the precision
     of the iteration differs."""
 
@@ -152,8 +148,7 @@ def build_optimizers(
     else Fp32Muon."""
     taken = {id(w) for w in views.weights} if views else set()
     rest = [p for p in model.parameters() if id(p) not in taken]
-    # the fused kernel updates every tensor in one pass: 10 ms against 25 ms a step for a MobileNetV2
-    # U-Net's 300-odd tensors on one CPU core (the default loops over them), the same arithmetic
+    # the fused kernel updates every tensor in one pass, the same arithmetic: docs/experiments/fused-adamw.md
     out: list[tuple[torch.optim.Optimizer, float]] = [
         (torch.optim.AdamW(rest, lr=lr, weight_decay=weight_decay, fused=fused), lr)
     ]

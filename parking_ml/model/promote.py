@@ -9,7 +9,7 @@ history (registered-model tag) so `rollback` can walk back; the new champion als
 A version's training run already scored its holdout through the same evaluate_package; where its eval.json
 says that score is of the same package bytes, on the same dataset_version, by the same scoring code (the source
 of evaluation.SCORER_MODULES, the onnxruntime / OpenCV / numpy versions), the gate takes it instead of scoring
-again (the demo's 675 holdout tiles took 56-70 s). Anything else is scored here.
+again (docs/experiments/promotion-stored-scores.md). Anything else is scored here.
 """
 
 from __future__ import annotations

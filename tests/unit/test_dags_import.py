@@ -1,4 +1,4 @@
-"""Every file in dags/ must import with no DagBag errors, and the DAG ids of DESIGN.md must be there."""
+"""Every file in dags/ must import with no DagBag errors, and the DAG ids of docs/design.md must be there."""
 
 from pathlib import Path
 
@@ -23,7 +23,7 @@ def test_design_dag_ids_are_present(dagbag):
 
 
 def test_asset_chain_links_the_pipeline(dagbag):
-    """ingest -> preprocess -> train -> promote through the assets of DESIGN.md."""
+    """ingest -> preprocess -> train -> promote through the assets of docs/design.md."""
     from parking_assets import PARKING_CHALLENGER, PARKING_PROCESSED, PARKING_RAW
 
     def outlets(dag_id):
