@@ -26,6 +26,22 @@ def test_hadolint_clean(dockerfile):
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def test_mlflow_image_pins_match_the_lock():
+    lock = _pins(REPO / "requirements" / "lock.txt")
+    pins = _pins(REPO / "docker" / "mlflow-requirements.txt")
+    assert pins.get("mlflow") == lock["mlflow"]
+    assert {name: lock.get(name) for name in pins} == pins
+
+
+def test_images_run_as_non_root_from_pinned_bases():
+    for dockerfile in sorted((REPO / "docker").glob("*.Dockerfile")):
+        lines = [ln.strip() for ln in dockerfile.read_text().splitlines()]
+        bases = [ln.split()[1] for ln in lines if ln.startswith("FROM ")]
+        assert bases and all(":" in b and not b.endswith(":latest") for b in bases), (dockerfile.name, bases)
+        users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
+        assert users and users[-1].split(":")[0] not in {"0", "root"}, dockerfile.name
+
+
 def test_serving_image_pins_match_the_lock():
     lock = _pins(REPO / "requirements" / "lock.txt")
     slim = _pins(REPO / "docker" / "serving-requirements.txt")
