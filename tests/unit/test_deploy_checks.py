@@ -134,6 +134,18 @@ def test_kubernetes_validate_rejects_an_invalid_manifest(check_deploy, tree):
     assert "sessionAffinityTimeout" in failed[f"kubernetes-validate {check_deploy.KUBE_VERSION} values.yaml"]
 
 
+def test_custom_resource_checked_against_its_schema(check_deploy, tree):
+    template = tree / "charts" / "parking-ml" / "templates" / "api-servicemonitor.yaml"
+    template.write_text(template.read_text().replace("      path: /metrics", "      metricsPath: /metrics"))
+    failed = _failed(check_deploy.check_chart(tree, tree))
+    # only values-prod.yaml turns the ServiceMonitor on; kubernetes-validate itself only warns about CRDs
+    assert set(failed) == {"custom resources values-prod.yaml"}
+    assert "metricsPath" in failed["custom resources values-prod.yaml"]
+    (tree / check_deploy.CRD_SCHEMAS / "servicemonitor.monitoring.coreos.com-v1.schema.json").unlink()
+    failed = _failed(check_deploy.check_chart(tree, tree))
+    assert "no schema at charts/schemas/servicemonitor" in failed["custom resources values-prod.yaml"]
+
+
 @pytest.fixture(scope="session")
 def checkov_run(check_deploy, tmp_path_factory):
     """One checkov run over the real renders plus one of a chart whose pods run privileged as root."""
@@ -211,3 +223,35 @@ def test_api_deployment_gates_traffic_on_readiness_and_runs_locked_down(check_de
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert {"secretRef": {"name": "parking-ml-api"}} in container["envFrom"]
+
+
+def _settings_env_names() -> set[str]:
+    from parking_ml.config import Settings
+
+    names = {f"PARKING_{field.upper()}" for field in Settings.model_fields}
+    # Wave 2 contract settings (docs/design.md) that other branches add to Settings
+    return names | {"PARKING_LOG_FORMAT", "PARKING_RETRAIN_ON_DRIFT", "PARKING_ALERT_WEBHOOK", "PARKING_DRIFT_MIN_ROWS"}
+
+
+def test_chart_and_compose_set_only_real_settings(check_deploy):
+    known = _settings_env_names()
+    chart = REPO / check_deploy.CHART
+    for values in check_deploy.VALUES_FILES:
+        data = yaml.safe_load((chart / values).read_text())
+        for section in (data.get("api", {}).get("config", {}), data.get("airflowTasks", {}).get("config", {})):
+            assert {k for k in section if k.startswith("PARKING_")} <= known, values
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        if name == "api" or name.startswith("airflow-"):
+            env = {k for k in service.get("environment", {}) if k.startswith("PARKING_")}
+            assert env <= known, (name, env - known)
+
+
+def test_airflow_pods_load_the_configmap_this_chart_renders(check_deploy):
+    chart = REPO / check_deploy.CHART
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    env_from = yaml.safe_load(values["airflow"]["extraEnvFrom"].replace("{{ .Release.Name }}", "parking-ml"))
+    [configmap] = [e["configMapRef"]["name"] for e in env_from if "configMapRef" in e]
+    rendered = check_deploy.manifests(check_deploy.render_chart(chart, chart / "values.yaml"))
+    names = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(rendered) if d}
+    assert ("ConfigMap", configmap) in names
