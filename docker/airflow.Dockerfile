@@ -13,12 +13,13 @@ COPY --chown=airflow:0 requirements/lock.txt /tmp/lock.txt
 # CPU wheels first: the lock's torch from PyPI is the CUDA build (gigabytes of nvidia-* wheels this image never uses)
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
         "torch==2.14.1" "torchvision==0.29.1"
-COPY --chown=airflow:0 pyproject.toml README.md LICENSE /opt/parking-ml/
-COPY --chown=airflow:0 parking_ml /opt/parking-ml/parking_ml
-COPY --chown=airflow:0 serving /opt/parking-ml/serving
-COPY --chown=airflow:0 monitoring /opt/parking-ml/monitoring
-RUN pip install --no-cache-dir -c /tmp/lock.txt /opt/parking-ml \
-    && rm -rf /opt/parking-ml /tmp/lock.txt
+# sources under /tmp: the airflow user may delete them there once installed (it cannot write to /opt)
+COPY --chown=airflow:0 pyproject.toml README.md LICENSE /tmp/parking-ml/
+COPY --chown=airflow:0 parking_ml /tmp/parking-ml/parking_ml
+COPY --chown=airflow:0 serving /tmp/parking-ml/serving
+COPY --chown=airflow:0 monitoring /tmp/parking-ml/monitoring
+RUN pip install --no-cache-dir -c /tmp/lock.txt /tmp/parking-ml \
+    && rm -rf /tmp/parking-ml /tmp/lock.txt
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 plugins /opt/airflow/plugins
 # the official image runs as uid 50000 with the root group (OpenShift-style arbitrary uids need group 0)
