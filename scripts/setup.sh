@@ -10,7 +10,7 @@ PY_BIN=${PYTHON:-$(command -v python3.11 || command -v python3)}
 STAMP="$VENV/.parking-setup"
 want=$(cat pyproject.toml requirements/lock.txt requirements/checkov-lock.txt scripts/setup.sh | sha256sum | cut -c1-16)
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/parking-ml" ]; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/parking-ml" ] && [ -x .venv-checkov/bin/checkov ]; then
   echo "setup: .venv is up to date"
   exit 0
 fi
