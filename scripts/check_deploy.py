@@ -135,11 +135,11 @@ def lint_problems(report: dict) -> list[str]:
     return [p for p in problems if p != MISSING_DEPENDENCY]
 
 
-def check_chart(root: Path, out_dir: Path) -> Iterator[Result]:
+def check_chart(root: Path, out_dir: Path, values_files: tuple[str, ...] = VALUES_FILES) -> Iterator[Result]:
     import helm_python
 
     chart_dir = root / CHART
-    for name in VALUES_FILES:
+    for name in values_files:
         values_file = chart_dir / name
         try:
             values = yaml.safe_load(values_file.read_text()) or {}
@@ -257,6 +257,14 @@ def check_argocd(root: Path) -> Iterator[Result]:
 
 
 # --- driver ---------------------------------------------------------------------------------------------------
+def checkov_version() -> str:
+    # `checkov --version` imports all of checkov (seconds); its venv's metadata answers at once
+    python = checkov_binary().parent / "python"
+    if python.is_file():
+        return _run([str(python), "-c", "import importlib.metadata as m; print(m.version('checkov'))"]).stdout
+    return _run([str(checkov_binary()), "--version"]).stdout
+
+
 def tool_versions() -> list[str]:
     import helm_python
 
@@ -267,7 +275,7 @@ def tool_versions() -> list[str]:
         ("docker-compose", lambda: _run([str(compose_binary()), "version", "--short"]).stdout),
         ("helm (helm-python-sdk)", lambda: f"{helm_python.helm_sdk_version()} (sdk {helm_python.__version__})"),
         ("kubernetes-validate", lambda: _run([str(BIN / "kubernetes-validate"), "--version"]).stdout),
-        ("checkov", lambda: _run([str(checkov_binary()), "--version"]).stdout),
+        ("checkov", checkov_version),
     ]
     for name, probe in probes:
         try:

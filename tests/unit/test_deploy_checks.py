@@ -129,20 +129,20 @@ def test_values_violating_the_schema_fail(check_deploy, tree):
 def test_kubernetes_validate_rejects_an_invalid_manifest(check_deploy, tree):
     template = tree / "charts" / "parking-ml" / "templates" / "api-service.yaml"
     template.write_text(template.read_text().replace("  type: {{", "  sessionAffinityTimeout: 30\n  type: {{"))
-    failed = _failed(check_deploy.check_chart(tree, tree))
-    assert set(failed) == {f"kubernetes-validate {check_deploy.KUBE_VERSION} {v}" for v in check_deploy.VALUES_FILES}
+    failed = _failed(check_deploy.check_chart(tree, tree, ("values.yaml",)))
+    assert set(failed) == {f"kubernetes-validate {check_deploy.KUBE_VERSION} values.yaml"}
     assert "sessionAffinityTimeout" in failed[f"kubernetes-validate {check_deploy.KUBE_VERSION} values.yaml"]
 
 
 def test_custom_resource_checked_against_its_schema(check_deploy, tree):
     template = tree / "charts" / "parking-ml" / "templates" / "api-servicemonitor.yaml"
     template.write_text(template.read_text().replace("      path: /metrics", "      metricsPath: /metrics"))
-    failed = _failed(check_deploy.check_chart(tree, tree))
-    # only values-prod.yaml turns the ServiceMonitor on; kubernetes-validate itself only warns about CRDs
+    failed = _failed(check_deploy.check_chart(tree, tree, ("values-prod.yaml",)))
+    # values-prod.yaml turns the ServiceMonitor on; kubernetes-validate itself only warns about CRDs
     assert set(failed) == {"custom resources values-prod.yaml"}
     assert "metricsPath" in failed["custom resources values-prod.yaml"]
     (tree / check_deploy.CRD_SCHEMAS / "servicemonitor.monitoring.coreos.com-v1.schema.json").unlink()
-    failed = _failed(check_deploy.check_chart(tree, tree))
+    failed = _failed(check_deploy.check_chart(tree, tree, ("values-prod.yaml",)))
     assert "no schema at charts/schemas/servicemonitor" in failed["custom resources values-prod.yaml"]
 
 
