@@ -4,6 +4,8 @@ Run once before the other services (the compose stack's ``secrets-check`` servic
 ``python -m parking_ml.secrets_check VAR [VAR ...]`` exits 1 naming every variable that is unset, a known
 placeholder or shorter than ``MIN_SECRET_LENGTH``, unless ``PARKING_ALLOW_PLACEHOLDER_SECRETS=true`` (the
 documented flag for a throw-away local stack). It prints names only, never values.
+It reads the environment itself rather than ``Settings``: it checks variables of other programs (PostgreSQL,
+MinIO, Grafana), and ``Settings()`` would itself refuse to build from the placeholders it is here to name.
 """
 
 from __future__ import annotations
