@@ -4,7 +4,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: help setup demo test test-fast lint format down status bench clean
+.PHONY: help setup demo test test-fast check-deploy lint format down status bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -18,10 +18,14 @@ demo: setup  ## set up if needed, start the local stack and run the whole loop o
 test: setup  ## set up if needed, then lint, format check and the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/check_deploy.py
 	$(BIN)/pytest
 
 test-fast: setup  ## unit tests only
 	$(BIN)/pytest tests/unit
+
+check-deploy: setup  ## offline checks of docker/, docker-compose.yml, charts/ (hadolint, compose, helm, checkov)
+	$(BIN)/python scripts/check_deploy.py
 
 lint: setup  ## ruff lint
 	$(BIN)/ruff check .

@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 PY_BIN=${PYTHON:-$(command -v python3.11 || command -v python3)}
 STAMP="$VENV/.parking-setup"
-want=$(cat pyproject.toml requirements/lock.txt scripts/setup.sh | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml requirements/lock.txt requirements/checkov-lock.txt scripts/setup.sh | sha256sum | cut -c1-16)
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/parking-ml" ]; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/parking-ml" ] && [ -x .venv-checkov/bin/checkov ]; then
   echo "setup: .venv is up to date"
   exit 0
 fi
@@ -24,5 +24,9 @@ start=$(date +%s)
 "$VENV/bin/pip" install --quiet --progress-bar off -c requirements/lock.txt "torch==2.14.1" "torchvision==0.29.1"
 "$VENV/bin/pip" install --quiet --progress-bar off -c requirements/lock.txt -e ".[dev]"
 "$VENV/bin/pip" check
+# checkov (make check-deploy) pins packages the project's lock cannot hold: it gets a venv of its own
+[ -x .venv-checkov/bin/python ] || "$PY_BIN" -m venv .venv-checkov
+.venv-checkov/bin/pip install --quiet --progress-bar off -r requirements/checkov-lock.txt
+.venv-checkov/bin/pip check
 echo "$want" > "$STAMP"
 echo "setup: done in $(( $(date +%s) - start ))s"
