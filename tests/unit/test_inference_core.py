@@ -228,7 +228,7 @@ def test_spaces_grow_into_likely_background_but_never_touch_each_other():
 
 
 def test_growth_in_row_blocks_is_the_same_as_in_one_piece(monkeypatch):
-    import parking_ml.inference as inference
+    import parking_ml.inference.spaces as spaces
 
     rng = np.random.default_rng(3)
     labels = np.zeros((90, 70), np.int32)
@@ -236,7 +236,7 @@ def test_growth_in_row_blocks_is_the_same_as_in_one_piece(monkeypatch):
         labels[y : y + 6, x : x + 5] = k
     room = (rng.random(labels.shape) < 0.8) & (labels == 0)
     whole = grow_spaces(labels, room, steps=3)
-    monkeypatch.setattr(inference, "GROW_BLOCK_ROWS", 7)
+    monkeypatch.setattr(spaces, "GROW_BLOCK_ROWS", 7)
     assert (grow_spaces(labels, room, steps=3) == whole).all()
 
 
@@ -400,7 +400,8 @@ def test_tile_features_simple_images_and_frame(color_net):
 
 
 def test_fast_argmax_matches_numpy_including_ties():
-    from parking_ml.inference import _argmax_classes, softmax
+    from parking_ml.inference import softmax
+    from parking_ml.inference.spaces import _argmax_classes
 
     rng = np.random.default_rng(1)
     probs = softmax(rng.normal(size=(1, 3, 64, 80)).astype(np.float32))[0]
