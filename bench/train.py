@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from parking_ml.stack import start_local_mlflow, stop_pid
+from parking_ml.ops.stack import start_local_mlflow, stop_pid
 
 GOALS = {"iou_free": (">=", 0.85), "free_count_mae": ("<=", 1.0)}
 PEER_NAME = "resnet18-native-160"

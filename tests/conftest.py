@@ -28,7 +28,7 @@ os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="parking-tests-"))
 
 from parking_ml.config import Settings  # noqa: E402
-from parking_ml.stack import airflow_env, free_port, start_local_mlflow, stop_pid, wait_http  # noqa: E402, F401
+from parking_ml.ops.stack import airflow_env, free_port, start_local_mlflow, stop_pid, wait_http  # noqa: E402, F401
 
 os.environ.update(airflow_env(Settings(home=_SESSION_TMP / "airflow-var")))
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from parking_ml.stack import stop_pid
+from parking_ml.ops.stack import stop_pid
 from tests.conftest import free_port, wait_http
 
 pytestmark = pytest.mark.integration

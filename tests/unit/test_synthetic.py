@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from parking_ml.cli import app
-from parking_ml.commands.synth import parse_gsd
+from parking_ml.cli.synth import parse_gsd
 from parking_ml.data import synth_render as render
 from parking_ml.data.synthetic import (
     STYLES,

@@ -89,7 +89,7 @@ def _follow_chain(api, console, settings, batch: str, timeout: float, timings: d
 
 
 def _print_links(console, settings, api_url: str) -> None:
-    from parking_ml import stack
+    from parking_ml.ops import stack
 
     password = stack.airflow_admin_password(settings)
     console.print(f"Airflow UI  http://{settings.host}:{settings.airflow_port}  (admin / {password})")
@@ -119,10 +119,10 @@ def demo(
     import httpx
     from rich.console import Console
 
-    from parking_ml import stack
-    from parking_ml.airflow_api import AirflowApi, AirflowApiError
     from parking_ml.config import load_settings
     from parking_ml.logs import configure_logging
+    from parking_ml.ops import stack
+    from parking_ml.ops.airflow_api import AirflowApi, AirflowApiError
 
     configure_logging()
     console = Console()
