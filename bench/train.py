@@ -129,7 +129,7 @@ def external_tiles(lots: int, seed: int, gsd: float | tuple[float, float]) -> li
     """(rgb, truth, gsd) of ``lots`` fresh synthetic lots: pass 0 of each, 512 px cut into four 256-px tiles by
     preprocessing's rule (a stall cut to a sliver by a tile's edge is ignored there)."""
     from parking_ml.data.preprocess import cut_tile, space_labels
-    from parking_ml.data.synthetic import SiteRenderer
+    from parking_ml.synth import SiteRenderer
 
     tiles = []
     for index in range(lots):
@@ -210,7 +210,7 @@ def main() -> int:
         lake = Lake.from_settings(settings)
 
         t0 = time.perf_counter()
-        from parking_ml.data.synthetic import generate_dataset
+        from parking_ml.synth import generate_dataset
 
         paths = generate_dataset(
             lake.local_path(f"landing/bench-{args.seed}"),

@@ -89,7 +89,6 @@ def main() -> int:
     from parking_ml.config import Settings
     from parking_ml.data.ingest import ingest
     from parking_ml.data.preprocess import PreprocessConfig, preprocess
-    from parking_ml.data.synthetic import generate_dataset
     from parking_ml.lake import Lake
     from parking_ml.logs import configure_logging
     from parking_ml.model.profiles import get_profile, init_weights_for
@@ -104,6 +103,7 @@ def main() -> int:
         new_model,
         trains_fp32_on_cpu,
     )
+    from parking_ml.synth import generate_dataset
 
     configure_logging("WARNING", json_lines=False)
     profile = get_profile("demo")

@@ -20,8 +20,8 @@ def _upload_batch(settings, batch: str, n: int, seed: int, size: int, gsd: tuple
     import tempfile
     from pathlib import Path
 
-    from parking_ml.data.synthetic import generate_dataset
     from parking_ml.lake import Lake
+    from parking_ml.synth import generate_dataset
 
     lake = Lake.from_settings(settings)
     with tempfile.TemporaryDirectory(prefix="parking-demo-") as tmp:
@@ -191,7 +191,7 @@ def demo(
             f"the API at {api_url} does not serve v{champion}; see {settings.logs_dir}/api.log", fg="red", err=True
         )
         raise typer.Exit(1)
-    from parking_ml.data.synthetic import generate_tile
+    from parking_ml.synth import generate_tile
 
     # a seed far from the batch's: a lot no model has seen
     tile = generate_tile(seed + 10_000, size=size)

@@ -55,9 +55,9 @@ def register(app: typer.Typer) -> None:
         import logging
 
         from parking_ml.config import load_settings
-        from parking_ml.data.synthetic import generate_dataset, render_contact_sheet
         from parking_ml.lake import Lake
         from parking_ml.logs import configure_logging
+        from parking_ml.synth import generate_dataset, render_contact_sheet
 
         if style not in STYLE_NAMES:
             raise typer.BadParameter(f"--style {style!r}: choose one of {', '.join(STYLE_NAMES)}")

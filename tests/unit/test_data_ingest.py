@@ -163,7 +163,7 @@ def test_every_quarantine_reason(lake):
 
 
 def test_ingest_twice_equals_once_and_gsd_from_generator(lake, tmp_path):
-    from parking_ml.data.synthetic import generate_dataset
+    from parking_ml.synth import generate_dataset
 
     generate_dataset(tmp_path / "lake" / "landing" / "syn", n=4, seed=1, size=128, sites=2, progress=False)
     once = ingest(lake)

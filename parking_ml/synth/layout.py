@@ -3,7 +3,7 @@
 The lot is designed in metres in a lot frame (u along the aisles, v across them), then rotated, scaled by
 the site's ground sample distance and placed so that the tile may show the whole lot, a part of it cut by
 the tile edge, or mostly its surroundings. Everything here is static for a site; what changes between
-passes (cars, sun, light, weather) is decided in :mod:`parking_ml.data.synth_render`.
+passes (cars, sun, light, weather) is decided in :mod:`parking_ml.synth.render`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# materials of the static ground map (index into the colour tables of synth_render)
+# materials of the static ground map (index into the colour tables of synth.ground)
 GRASS, SOIL, ASPHALT, CONCRETE, ROAD, ISLAND, ROOF = range(7)
 
 
