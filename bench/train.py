@@ -230,9 +230,9 @@ def main() -> int:
         stages.append(_stage("ingest", time.perf_counter() - t0, json.dumps(summary, default=str)[:80]))
 
         t0 = time.perf_counter()
-        from parking_ml.data.preprocess import PreprocessConfig, preprocess
+        from parking_ml.data.preprocess import TilingConfig, preprocess
 
-        summary = preprocess(lake, PreprocessConfig.from_settings(settings), progress=False)
+        summary = preprocess(lake, TilingConfig.from_settings(settings), progress=False)
         stages.append(_stage("preprocess", time.perf_counter() - t0, json.dumps(summary, default=str)[:80]))
 
         t0 = time.perf_counter()

@@ -88,7 +88,7 @@ def main() -> int:
 
     from parking_ml.config import Settings
     from parking_ml.data.ingest import ingest
-    from parking_ml.data.preprocess import PreprocessConfig, preprocess
+    from parking_ml.data.preprocess import TilingConfig, preprocess
     from parking_ml.lake import Lake
     from parking_ml.logs import configure_logging
     from parking_ml.model.profiles import get_profile, init_weights_for
@@ -138,7 +138,7 @@ def main() -> int:
             progress=True,
         )
         ingest(lake, None, settings.max_pixels, progress=True)
-        preprocess(lake, PreprocessConfig.from_settings(settings), progress=True)
+        preprocess(lake, TilingConfig.from_settings(settings), progress=True)
         data = load_processed(settings)
         data_s = time.perf_counter() - t0
         seed_everything(args.fit_seed)

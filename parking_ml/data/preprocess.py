@@ -76,7 +76,10 @@ CLASS_NAMES = {0: "background", 1: "free", 2: "occupied", 255: "ignore"}
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
+class TilingConfig:
+    """How raw images become training tiles, folds and a holdout (the served model's own settings are
+    parking_ml.inference.PreprocessConfig)."""
+
     tile_size: int = 256
     tile_overlap: int = 32
     target_gsd: float | None = None
@@ -92,7 +95,7 @@ class PreprocessConfig:
             )
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PreprocessConfig:
+    def from_settings(cls, settings: Any) -> TilingConfig:
         return cls(
             tile_size=settings.tile_size,
             tile_overlap=settings.tile_overlap,
@@ -102,7 +105,7 @@ class PreprocessConfig:
         )
 
 
-def dataset_version(raw: pd.DataFrame, config: PreprocessConfig) -> str:
+def dataset_version(raw: pd.DataFrame, config: TilingConfig) -> str:
     items = sorted(
         zip(
             raw["sha256"].astype(str),
@@ -211,7 +214,7 @@ def _load_labelled(lake: Lake, row: Any) -> tuple[np.ndarray, np.ndarray, list[S
     return image.rgb, mask, stalls
 
 
-def preprocess(lake: Lake, config: PreprocessConfig, progress: bool = False) -> dict[str, Any]:
+def preprocess(lake: Lake, config: TilingConfig, progress: bool = False) -> dict[str, Any]:
     """Build processed/<version>/ from raw/ (no-op when that version is complete). Returns a summary."""
     from tqdm import tqdm
 
