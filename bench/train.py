@@ -96,9 +96,10 @@ def peer_params(ours: dict) -> dict:
 
 def train_peer(settings, outcome: dict) -> dict:
     """The previous demo recipe, trained for our final fit's wall time on the same processed data."""
+    from parking_ml.data.processed import load_processed
+    from parking_ml.model.final_fit import final_fit
     from parking_ml.model.profiles import get_profile
     from parking_ml.model.train import use_cpu_bf16
-    from parking_ml.model.tune import final_fit, load_processed
 
     ours = get_profile(settings.profile)
     params = peer_params(outcome["best_params"])
@@ -194,8 +195,8 @@ def main() -> int:
     from parking_ml.logs import configure_logging
     from parking_ml.model.metrics import FREE_ERROR_KINDS
     from parking_ml.model.profiles import get_profile
+    from parking_ml.model.recipe import decoder_channels
     from parking_ml.model.train import use_cpu_bf16
-    from parking_ml.model.tune import decoder_channels
 
     configure_logging("WARNING", json_lines=False)
     home = args.keep or Path(tempfile.mkdtemp(prefix="parking-bench-train-"))
@@ -236,7 +237,7 @@ def main() -> int:
         stages.append(_stage("preprocess", time.perf_counter() - t0, json.dumps(summary, default=str)[:80]))
 
         t0 = time.perf_counter()
-        from parking_ml.model.tune import run_training
+        from parking_ml.model.final_fit import run_training
 
         outcome = run_training(settings)
         train_s = time.perf_counter() - t0
