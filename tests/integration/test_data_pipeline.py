@@ -13,7 +13,8 @@ from parking_ml.data.ingest import RAW_MANIFEST, ingest, read_raw_manifest, read
 from parking_ml.data.preprocess import TilingConfig, preprocess
 from parking_ml.data.processed import latest_version, load_manifest, materialize
 from parking_ml.lake import Lake
-from tests.fakes_data import geojson_bytes, png_bytes, scene, write_landing
+from tests.fakes.landing import geojson_bytes, png_bytes, write_landing
+from tests.fakes.scenes import scene
 
 pytestmark = pytest.mark.integration
 

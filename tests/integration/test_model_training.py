@@ -26,35 +26,11 @@ from parking_ml.model.metrics import scalar_metrics
 from parking_ml.model.package import build_package, download_package
 from parking_ml.model.profiles import get_profile
 from parking_ml.model.tune import open_study, run_study, study_name
+from tests.fakes.scenes import stall_features, training_tile
 
 pytestmark = pytest.mark.integration
 
 DATASET = "v1"
-
-
-def draw_tile(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, list]:
-    rgb = (np.full((size, size, 3), 80, np.uint8) + rng.integers(0, 12, (size, size, 3), dtype=np.uint8)).astype(
-        np.uint8
-    )
-    mask = np.zeros((size, size), np.uint8)
-    stalls = []
-    w, h = size // 6, size // 3
-    for row_y in (size // 8, size // 2 + size // 16):
-        for k in range(4):
-            x0 = 4 + k * (w + 6)
-            status = "free" if rng.random() < 0.6 else "occupied"
-            color = (200, 200, 190) if status == "free" else (40, 50, 150)
-            cv2.rectangle(rgb, (x0, row_y), (x0 + w, row_y + h), color, -1)
-            mask[row_y + 1 : row_y + h, x0 + 1 : x0 + w] = 1 if status == "free" else 2
-            ring = [[x0, row_y], [x0 + w, row_y], [x0 + w, row_y + h], [x0, row_y + h], [x0, row_y]]
-            stalls.append(
-                {
-                    "type": "Feature",
-                    "properties": {"status": status},
-                    "geometry": {"type": "Polygon", "coordinates": [ring]},
-                }
-            )
-    return rgb, mask, stalls
 
 
 def make_processed(lake: Path, version: str = DATASET, sites: int = 5, per_site: int = 3, size: int = 64) -> Path:
@@ -68,7 +44,8 @@ def make_processed(lake: Path, version: str = DATASET, sites: int = 5, per_site:
         holdout = s == sites - 1
         for t in range(per_site):
             tile_id = f"site{s}_{t}"
-            rgb, mask, stalls = draw_tile(rng, size)
+            rgb, mask, rects = training_tile(rng, size)
+            stalls = stall_features(rects)
             cv2.imwrite(str(out / "tiles" / f"{tile_id}.png"), rgb[:, :, ::-1])
             cv2.imwrite(str(out / "masks" / f"{tile_id}.png"), mask)
             (out / "stalls" / f"{tile_id}.geojson").write_text(

@@ -21,7 +21,8 @@ from parking_ml.data.annotations import (
     read_mask,
     stalls_to_geojson,
 )
-from tests.fakes_data import coco_bytes, geojson_bytes, png_bytes, scene
+from tests.fakes.landing import coco_bytes, geojson_bytes, png_bytes
+from tests.fakes.scenes import scene
 
 
 def test_kind_and_stem_from_name():

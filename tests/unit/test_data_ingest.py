@@ -11,7 +11,8 @@ import pytest
 from parking_ml.data.ingest import RAW_MANIFEST, ingest, read_raw_manifest, read_reasons
 from parking_ml.data.validation import FIXES, parse_landing_key
 from parking_ml.lake import Lake
-from tests.fakes_data import geojson_bytes, png_bytes, scene, write_landing
+from tests.fakes.landing import geojson_bytes, png_bytes, write_landing
+from tests.fakes.scenes import scene
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ from parking_ml.data.preprocess import (
 from parking_ml.data.processed import latest_version, load_manifest, materialize
 from parking_ml.data.splits import HOLDOUT_FOLD, assign_folds, holdout_sites, site_unit, split_sites
 from parking_ml.lake import Lake
-from tests.fakes_data import geojson_bytes, png_bytes, scene, write_landing
+from tests.fakes.landing import geojson_bytes, png_bytes, write_landing
+from tests.fakes.scenes import scene
 
 
 @pytest.fixture
