@@ -66,10 +66,8 @@ FREE, OCCUPIED, IGNORE = 1, 2, 255
 MAX_CANOPY = 0.50
 SHRINK_M = 0.30
 SHRINK_MIN_PX = 2.0
-# paint_visibility below this: the site's markings do not show, its stalls are ignored ("faint"). Measured on
-# 96 lots (seed 99): every lot under 2.0 that was looked at showed no markings at 1.5x zoom (white paint on
-# light concrete, or haze over worn paint), and a model trained on 48 other lots scored free IoU 0.0-0.58 on
-# them (0.2 typical); the faintest lots above it (2.2: faint yellow and white lines) can be seen
+# why: below this paint_visibility a lot's markings do not show, so its stalls are ignored ("faint")
+# (docs/experiments/label-ignore-rules.md)
 FAINT_VISIBILITY = 2.0
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 

@@ -244,7 +244,7 @@ def test_a_binding_budget_is_taken_again_halfway_through_the_final_fit(world, tr
     # its minimum share, which both estimates would get alike)
     monkeypatch.setattr(budget, "AFTER_FIT_FIXED_S", 0.0)
     settings = world["settings"].model_copy(update={"model_name": "it-mid-fit"})
-    # 16 s: on 2 AVX2-only cores the estimate of the dihedral-TTA inference after the fit alone came to 4.9 s
+    # 16 s: on 2 fp32 CPU cores the estimate of the dihedral-TTA inference after the fit alone came to 4.9 s
     profile = dataclasses.replace(get_profile("smoke"), train_budget_s=16.0, final_epochs=8, steps_per_epoch=80)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(settings.model_name)
