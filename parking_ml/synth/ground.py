@@ -115,6 +115,7 @@ def render_static(site: Site, rng: np.random.Generator) -> Static:
     )
 
 
+# long: one site's random draws in their fixed order; split, the parts would pass a dozen locals (same seed, same lot)
 def _pavement_wear(
     site: Site, rng: np.random.Generator, ground: np.ndarray, paved: np.ndarray, n_mid: np.ndarray
 ) -> None:

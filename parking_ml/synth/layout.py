@@ -173,6 +173,7 @@ def build_site(rng: np.random.Generator, site_id: str, size: int, gsd: float, se
     return site
 
 
+# long: one site's random draws in their fixed order; split, the parts would pass a dozen locals (same seed, same lot)
 def _build_once(rng: np.random.Generator, site_id: str, size: int, gsd: float, seed: int) -> Site:
     tile_m = size * gsd
     if rng.random() < 0.4:  # many lots are aligned to the image grid (north-up cities)
@@ -397,6 +398,7 @@ def _inset(poly: np.ndarray, d: float) -> np.ndarray:
     return shrink_convex(poly, d)
 
 
+# long: one site's random draws in their fixed order; split, the parts would pass a dozen locals (same seed, same lot)
 def _surroundings(
     rng: np.random.Generator, b: _Builder, u0: float, u1: float, v0: float, v1: float, tile_m: float
 ) -> None:
