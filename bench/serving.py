@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from parking_ml.stack import free_port, start_local_mlflow, stop_pid, wait_http
+from parking_ml.ops.stack import free_port, start_local_mlflow, stop_pid, wait_http
 
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ import time
 import cv2
 import numpy as np
 
-from parking_ml.data.synthetic import STYLES, SiteRenderer
+from parking_ml.synth import STYLES, SiteRenderer
 
 
 def bench(style: str, size: int, tiles: int, gsd: tuple[float, float], seed: int) -> tuple[float, float, float, float]:

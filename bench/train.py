@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from parking_ml.stack import start_local_mlflow, stop_pid
+from parking_ml.ops.stack import start_local_mlflow, stop_pid
 
 GOALS = {"iou_free": (">=", 0.85), "free_count_mae": ("<=", 1.0)}
 PEER_NAME = "resnet18-native-160"
@@ -96,9 +96,10 @@ def peer_params(ours: dict) -> dict:
 
 def train_peer(settings, outcome: dict) -> dict:
     """The previous demo recipe, trained for our final fit's wall time on the same processed data."""
+    from parking_ml.data.processed import load_processed
+    from parking_ml.model.final_fit import final_fit
     from parking_ml.model.profiles import get_profile
     from parking_ml.model.train import use_cpu_bf16
-    from parking_ml.model.tune import final_fit, load_processed
 
     ours = get_profile(settings.profile)
     params = peer_params(outcome["best_params"])
@@ -129,7 +130,7 @@ def external_tiles(lots: int, seed: int, gsd: float | tuple[float, float]) -> li
     """(rgb, truth, gsd) of ``lots`` fresh synthetic lots: pass 0 of each, 512 px cut into four 256-px tiles by
     preprocessing's rule (a stall cut to a sliver by a tile's edge is ignored there)."""
     from parking_ml.data.preprocess import cut_tile, space_labels
-    from parking_ml.data.synthetic import SiteRenderer
+    from parking_ml.synth import SiteRenderer
 
     tiles = []
     for index in range(lots):
@@ -194,8 +195,8 @@ def main() -> int:
     from parking_ml.logs import configure_logging
     from parking_ml.model.metrics import FREE_ERROR_KINDS
     from parking_ml.model.profiles import get_profile
+    from parking_ml.model.recipe import decoder_channels
     from parking_ml.model.train import use_cpu_bf16
-    from parking_ml.model.tune import decoder_channels
 
     configure_logging("WARNING", json_lines=False)
     home = args.keep or Path(tempfile.mkdtemp(prefix="parking-bench-train-"))
@@ -210,7 +211,7 @@ def main() -> int:
         lake = Lake.from_settings(settings)
 
         t0 = time.perf_counter()
-        from parking_ml.data.synthetic import generate_dataset
+        from parking_ml.synth import generate_dataset
 
         paths = generate_dataset(
             lake.local_path(f"landing/bench-{args.seed}"),
@@ -230,13 +231,13 @@ def main() -> int:
         stages.append(_stage("ingest", time.perf_counter() - t0, json.dumps(summary, default=str)[:80]))
 
         t0 = time.perf_counter()
-        from parking_ml.data.preprocess import PreprocessConfig, preprocess
+        from parking_ml.data.preprocess import TilingConfig, preprocess
 
-        summary = preprocess(lake, PreprocessConfig.from_settings(settings), progress=False)
+        summary = preprocess(lake, TilingConfig.from_settings(settings), progress=False)
         stages.append(_stage("preprocess", time.perf_counter() - t0, json.dumps(summary, default=str)[:80]))
 
         t0 = time.perf_counter()
-        from parking_ml.model.tune import run_training
+        from parking_ml.model.final_fit import run_training
 
         outcome = run_training(settings)
         train_s = time.perf_counter() - t0

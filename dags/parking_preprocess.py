@@ -27,12 +27,12 @@ def parking_preprocess():
     @task(execution_timeout=timedelta(hours=4))
     def preprocess() -> dict:
         """Build (or find) the dataset version for the current raw/ and settings; moves processed/LATEST."""
-        from parking_ml.data.preprocess import PreprocessConfig
+        from parking_ml.data.preprocess import TilingConfig
         from parking_ml.data.preprocess import preprocess as run_preprocess
         from parking_ml.lake import Lake
 
         settings = task_settings()
-        return run_preprocess(Lake.from_settings(settings), PreprocessConfig.from_settings(settings))
+        return run_preprocess(Lake.from_settings(settings), TilingConfig.from_settings(settings))
 
     @task(outlets=[PARKING_PROCESSED])
     def publish_processed(summary: dict) -> dict:

@@ -24,7 +24,7 @@ def parking_train():
     @task(outlets=[PARKING_CHALLENGER], execution_timeout=timedelta(hours=12))
     def tune_and_register() -> dict:
         """Tune, fit, export, register; a retried task resumes the stored Optuna study."""
-        from parking_ml.model.tune import run_training
+        from parking_ml.model.final_fit import run_training
 
         return run_training(task_settings())
 

@@ -88,22 +88,22 @@ def main() -> int:
 
     from parking_ml.config import Settings
     from parking_ml.data.ingest import ingest
-    from parking_ml.data.preprocess import PreprocessConfig, preprocess
-    from parking_ml.data.synthetic import generate_dataset
+    from parking_ml.data.preprocess import TilingConfig, preprocess
+    from parking_ml.data.processed import load_processed
     from parking_ml.lake import Lake
     from parking_ml.logs import configure_logging
+    from parking_ml.model.final_fit import git_sha
     from parking_ml.model.profiles import get_profile, init_weights_for
-    from parking_ml.model.train import fit, resolve_device, seed_everything, use_cpu_bf16
-    from parking_ml.model.tune import (
+    from parking_ml.model.recipe import (
         WEIGHTS_DIR,
         decoder_channels,
         final_fit_loader,
         fit_config,
-        git_sha,
-        load_processed,
         new_model,
         trains_fp32_on_cpu,
     )
+    from parking_ml.model.train import fit, resolve_device, seed_everything, use_cpu_bf16
+    from parking_ml.synth import generate_dataset
 
     configure_logging("WARNING", json_lines=False)
     profile = get_profile("demo")
@@ -138,7 +138,7 @@ def main() -> int:
             progress=True,
         )
         ingest(lake, None, settings.max_pixels, progress=True)
-        preprocess(lake, PreprocessConfig.from_settings(settings), progress=True)
+        preprocess(lake, TilingConfig.from_settings(settings), progress=True)
         data = load_processed(settings)
         data_s = time.perf_counter() - t0
         seed_everything(args.fit_seed)
@@ -210,10 +210,11 @@ def fresh_lot_iou(model, profile, settings, data) -> float:
     sys.path.insert(0, str(REPO / "bench"))
     from train import external_tiles
 
+    from parking_ml.data.processed import training_rows
     from parking_ml.inference import OnnxSegmenter, predict
     from parking_ml.model.metrics import evaluate
     from parking_ml.model.package import build_package
-    from parking_ml.model.tune import preprocess_config, training_rows
+    from parking_ml.model.recipe import preprocess_config
 
     serving = preprocess_config(profile, settings, training_rows(data.manifest), data.root)
     tiles = external_tiles(24, 99, (0.08, 0.15))

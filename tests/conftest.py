@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 # A developer's own PARKING_* / MLflow settings must not leak into tests.
@@ -28,7 +27,8 @@ os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="parking-tests-"))
 
 from parking_ml.config import Settings  # noqa: E402
-from parking_ml.stack import airflow_env, free_port, start_local_mlflow, stop_pid, wait_http  # noqa: E402, F401
+from parking_ml.ops.stack import airflow_env, free_port, start_local_mlflow, stop_pid  # noqa: E402
+from tests.fakes import REPO  # noqa: E402
 
 os.environ.update(airflow_env(Settings(home=_SESSION_TMP / "airflow-var")))
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"

@@ -2,7 +2,7 @@
 
 Mask contract: single-channel uint8, 0 background, 1 free space, 2 occupied space, 255 ignore.
 
-Polygons become masks by ``rasterize``, the synthetic generator's rule (parking_ml/data/synthetic.py): vertices
+Polygons become masks by ``rasterize``, the synthetic generator's rule (parking_ml/synth/dataset.py): vertices
 in pixel coordinates (x = column, y = row, the centre of pixel (c, r) at (c, r)) are rounded to integers with
 ``np.rint`` and each polygon is filled with ``cv2.fillPoly`` (8-connected edges, boundary included) in file
 order, so a later stall wins where two overlap. The value is 1 (free) or 2 (occupied), or 255 when the feature

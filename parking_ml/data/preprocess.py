@@ -76,7 +76,10 @@ CLASS_NAMES = {0: "background", 1: "free", 2: "occupied", 255: "ignore"}
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
+class TilingConfig:
+    """How raw images become training tiles, folds and a holdout (the served model's own settings are
+    parking_ml.inference.PreprocessConfig)."""
+
     tile_size: int = 256
     tile_overlap: int = 32
     target_gsd: float | None = None
@@ -92,7 +95,7 @@ class PreprocessConfig:
             )
 
     @classmethod
-    def from_settings(cls, settings: Any) -> PreprocessConfig:
+    def from_settings(cls, settings: Any) -> TilingConfig:
         return cls(
             tile_size=settings.tile_size,
             tile_overlap=settings.tile_overlap,
@@ -102,7 +105,7 @@ class PreprocessConfig:
         )
 
 
-def dataset_version(raw: pd.DataFrame, config: PreprocessConfig) -> str:
+def dataset_version(raw: pd.DataFrame, config: TilingConfig) -> str:
     items = sorted(
         zip(
             raw["sha256"].astype(str),
@@ -211,7 +214,59 @@ def _load_labelled(lake: Lake, row: Any) -> tuple[np.ndarray, np.ndarray, list[S
     return image.rgb, mask, stalls
 
 
-def preprocess(lake: Lake, config: PreprocessConfig, progress: bool = False) -> dict[str, Any]:
+def _write_tiles(
+    lake: Lake,
+    prefix: str,
+    row: Any,
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    stalls: Any,
+    gsd: float | None,
+    config: TilingConfig,
+    class_counts: dict[str, int],
+) -> list[dict[str, Any]]:
+    """Cut one raw image (a raw-manifest ``row``) into tiles under ``prefix``; add their pixels to
+    ``class_counts``; -> the tiles' manifest rows (fold and split still to come)."""
+    size, out = config.tile_size, []
+    h, w = mask.shape
+    spaces = space_labels(mask)
+    for y0 in tile_starts(h, size, config.tile_overlap):
+        for x0 in tile_starts(w, size, config.tile_overlap):
+            tile_rgb = np.zeros((size, size, 3), np.uint8)
+            crop = (slice(y0, min(y0 + size, h)), slice(x0, min(x0 + size, w)))
+            tile_rgb[: crop[0].stop - y0, : crop[1].stop - x0] = rgb[crop]
+            tile_mask = cut_tile(mask, spaces, x0, y0, size)
+            tile_id = f"{row.sha256[:16]}_{y0:05d}_{x0:05d}"
+            lake.write_bytes(f"{prefix}/tiles/{tile_id}.png", encode_png(tile_rgb))
+            lake.write_bytes(f"{prefix}/masks/{tile_id}.png", encode_png(tile_mask))
+            if stalls is not None:
+                doc = stalls_to_geojson(_tile_stalls(stalls, x0, y0, size))
+                lake.write_text(f"{prefix}/stalls/{tile_id}.geojson", json.dumps(doc))
+            counts = np.bincount(tile_mask.ravel(), minlength=256)
+            for value, cname in CLASS_NAMES.items():
+                class_counts[cname] += int(counts[value])
+            out.append(
+                {
+                    "tile_id": tile_id,
+                    "image_sha256": row.sha256,
+                    "site": row.site,
+                    "x0": x0,
+                    "y0": y0,
+                    "width": size,
+                    "height": size,
+                    "gsd": gsd if gsd is not None else float("nan"),
+                    "free_spaces": _components(tile_mask == 1),
+                    "occupied_spaces": _components(tile_mask == 2),
+                    "free_pixels": int(counts[1]),
+                    "occupied_pixels": int(counts[2]),
+                    "ignore_pixels": int(counts[255]),
+                    "has_stalls": stalls is not None,
+                }
+            )
+    return out
+
+
+def preprocess(lake: Lake, config: TilingConfig, progress: bool = False) -> dict[str, Any]:
     """Build processed/<version>/ from raw/ (no-op when that version is complete). Returns a summary."""
     from tqdm import tqdm
 
@@ -230,7 +285,7 @@ def preprocess(lake: Lake, config: PreprocessConfig, progress: bool = False) -> 
         log.info("dataset up to date", extra={"version": version, "n_tiles": info["n_tiles"]})
         return {"version": version, "created": False, "n_tiles": info["n_tiles"], "n_images": info["n_images"]}
 
-    size, rows = config.tile_size, []
+    rows: list[dict[str, Any]] = []
     class_counts = dict.fromkeys(CLASS_NAMES.values(), 0)
     raw = raw.sort_values("sha256").reset_index(drop=True)
     for row in tqdm(list(raw.itertuples()), desc="preprocess", unit="image", disable=not progress):
@@ -239,41 +294,7 @@ def preprocess(lake: Lake, config: PreprocessConfig, progress: bool = False) -> 
         if config.target_gsd and gsd:
             rgb, mask, stalls = _resample(rgb, mask, stalls, gsd / config.target_gsd)
             gsd = config.target_gsd
-        h, w = mask.shape
-        spaces = space_labels(mask)
-        for y0 in tile_starts(h, size, config.tile_overlap):
-            for x0 in tile_starts(w, size, config.tile_overlap):
-                tile_rgb = np.zeros((size, size, 3), np.uint8)
-                crop = (slice(y0, min(y0 + size, h)), slice(x0, min(x0 + size, w)))
-                tile_rgb[: crop[0].stop - y0, : crop[1].stop - x0] = rgb[crop]
-                tile_mask = cut_tile(mask, spaces, x0, y0, size)
-                tile_id = f"{row.sha256[:16]}_{y0:05d}_{x0:05d}"
-                lake.write_bytes(f"{prefix}/tiles/{tile_id}.png", encode_png(tile_rgb))
-                lake.write_bytes(f"{prefix}/masks/{tile_id}.png", encode_png(tile_mask))
-                if stalls is not None:
-                    doc = stalls_to_geojson(_tile_stalls(stalls, x0, y0, size))
-                    lake.write_text(f"{prefix}/stalls/{tile_id}.geojson", json.dumps(doc))
-                counts = np.bincount(tile_mask.ravel(), minlength=256)
-                for value, cname in CLASS_NAMES.items():
-                    class_counts[cname] += int(counts[value])
-                rows.append(
-                    {
-                        "tile_id": tile_id,
-                        "image_sha256": row.sha256,
-                        "site": row.site,
-                        "x0": x0,
-                        "y0": y0,
-                        "width": size,
-                        "height": size,
-                        "gsd": gsd if gsd is not None else float("nan"),
-                        "free_spaces": _components(tile_mask == 1),
-                        "occupied_spaces": _components(tile_mask == 2),
-                        "free_pixels": int(counts[1]),
-                        "occupied_pixels": int(counts[2]),
-                        "ignore_pixels": int(counts[255]),
-                        "has_stalls": stalls is not None,
-                    }
-                )
+        rows.extend(_write_tiles(lake, prefix, row, rgb, mask, stalls, gsd, config, class_counts))
 
     tiles = pd.DataFrame(rows)
     site_fold = split_sites(tiles.groupby("site").size().to_dict(), config.folds, config.holdout_fraction)

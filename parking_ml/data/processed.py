@@ -1,15 +1,20 @@
-"""Find and fetch a processed dataset: the bridge from the lake to training on local disk."""
+"""Find, fetch and split a processed dataset: the bridge from the lake to training on local disk (the
+manifest's training folds, its holdout, site-grouped CV splits)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from parking_ml.config import Settings
+from parking_ml.data.tile_cache import BoundedTileCache, TileCache
 from parking_ml.lake import Lake
 
 LATEST_KEY = "processed/LATEST"
@@ -73,3 +78,62 @@ def load_manifest(local_dir: Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; materialize the dataset first (parking_ml.data.processed)")
     return pd.read_parquet(path)
+
+
+@dataclass(frozen=True)
+class ProcessedData:
+    root: Path
+    manifest: pd.DataFrame
+    version: str
+    # tiles decoded at the model's gsd, shared by every fold, trial and the final fit of one training run
+    decoded: TileCache = field(default_factory=dict, repr=False, compare=False)
+
+
+def load_processed(settings: Settings, version: str | None = None) -> ProcessedData:
+    """Materialise processed/<version> (default: the latest) locally and read its manifest."""
+    lake = Lake.from_settings(settings)
+    version = version or latest_version(lake)
+    root = Path(materialize(lake, version, settings.cache_dir))
+    manifest = load_manifest(root)
+    decoded = BoundedTileCache(settings.tile_cache_mb * 2**20)
+    return ProcessedData(root=root, manifest=manifest, version=version, decoded=decoded)
+
+
+def training_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+    return manifest[(manifest["split"] == "train") & (manifest["fold"] >= 0)]
+
+
+def holdout_rows(manifest: pd.DataFrame) -> pd.DataFrame:
+    return manifest[manifest["split"] == "holdout"]
+
+
+def cv_folds(manifest: pd.DataFrame) -> list[int]:
+    folds = sorted(int(f) for f in training_rows(manifest)["fold"].unique())
+    if len(folds) < 2:
+        raise ValueError(
+            f"the manifest has {len(folds)} training fold(s); CV needs at least 2 (add sites or lower PARKING_FOLDS)"
+        )
+    return folds
+
+
+def fold_split(manifest: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation) rows for one CV fold; holdout rows are never in either."""
+    rows = training_rows(manifest)
+    val = rows[rows["fold"] == fold]
+    train = rows[rows["fold"] != fold]
+    shared = set(train["site"]) & set(val["site"])
+    if shared:
+        raise ValueError(
+            f"fold {fold} shares sites {sorted(shared)[:5]} with its training folds; folds must group whole "
+            "sites (re-run `parking-ml preprocess` to rebuild the split)"
+        )
+    if val.empty or train.empty:
+        raise ValueError(f"fold {fold} leaves an empty train or validation set")
+    return train, val
+
+
+def evenly_spaced(rows: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    """At most ``limit`` rows, spread evenly over the frame (None: all)."""
+    if not limit or len(rows) <= limit:
+        return rows
+    return rows.iloc[np.unique(np.linspace(0, len(rows) - 1, limit).round().astype(int))]

@@ -116,9 +116,9 @@ def _evaluate_version(settings: Settings, version: Any, data: Any, workdir: Path
     """(holdout metrics, where they came from): the training run's own score when it is of this package on
     this holdout by this code (the final fit scores its holdout through the same evaluate_package), else a
     fresh score."""
+    from parking_ml.data.processed import holdout_rows
     from parking_ml.model.evaluation import evaluate_package, holdout_stamp
     from parking_ml.model.package import download_package
-    from parking_ml.model.tune import holdout_rows
 
     pkg = download_package(
         f"models:/{settings.model_name}/{version.version}", workdir / label, tracking_uri=settings.mlflow_tracking_uri
@@ -135,12 +135,12 @@ def _evaluate_version(settings: Settings, version: Any, data: Any, workdir: Path
 def run_promotion(settings: Settings, data: Any = None) -> dict:
     """Evaluate challenger and champion on the challenger's holdout and move `champion` if the gate passes.
 
-    data: a tune.ProcessedData to use instead of materialising the challenger's dataset_version.
+    data: a data.processed.ProcessedData to use instead of materialising the challenger's dataset_version.
     """
     import mlflow
 
+    from parking_ml.data.processed import holdout_rows, load_processed
     from parking_ml.model import registry
-    from parking_ml.model.tune import holdout_rows, load_processed
 
     challenger = registry.get_alias_version(settings, settings.challenger_alias)
     champion = registry.get_alias_version(settings, settings.model_alias)

@@ -35,8 +35,7 @@ RebudgetFn = Callable[[nn.Module], float | None]
 # finds most spaces, so timing its served inference says what the inference after the fit will take
 REBUDGET_AT = 0.5
 
-# CPU features that make bf16 autocast pay for the demo's RegNetX-200MF U-Net (one training step, 2 cores):
-# AMX tiles 125 -> 95 ms, AVX-512 BF16 alone 90 -> 55 ms
+# why: bf16 autocast pays only on CPUs with bf16 matrix instructions, which these probe (docs/experiments/cpu-bf16.md)
 CPU_BF16_PROBES = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
 
 
@@ -90,7 +89,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def use_cpu_bf16(mode: str) -> bool:
     """Settings.cpu_bf16 resolved for this machine: "auto" is on where the CPU computes bf16 in hardware,
-    with AMX tiles or AVX-512 BF16 instructions (without either, bf16 is emulated and slower than fp32)."""
+    with bf16 matrix or vector instructions (without them, bf16 is emulated and slower than fp32)."""
     if mode in ("on", "off"):
         return mode == "on"
     if mode != "auto":
@@ -102,7 +101,7 @@ def use_cpu_bf16(mode: str) -> bool:
 
 def bf16_matmul_in_hardware(device: torch.device) -> bool:
     """Whether ``device`` multiplies bf16 matrices in hardware, whatever Settings.cpu_bf16 says: a GPU that
-    supports bf16, or a CPU with AMX tiles or AVX-512 BF16 (elsewhere Muon orthogonalises in fp32, see
+    supports bf16, or a CPU with bf16 matrix or vector instructions (elsewhere Muon orthogonalises in fp32, see
     optim.Fp32Muon)."""
     if device.type == "cuda":
         # not emulation: a pre-Ampere GPU "supports" bf16 the slow way
@@ -113,8 +112,7 @@ def bf16_matmul_in_hardware(device: torch.device) -> bool:
 
 
 def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
-    # not torch.compile: on 2 AVX2 cores the demo's step stayed at 150 ms (147 eager) after an 86-s build
-    # (on 2 cores of a Xeon with AMX, bf16, 16 crops of 96 px: 115 against 109 ms eager after a 52-s build)
+    # why: not torch.compile: on CPU its build costs more than it saves a step (docs/experiments/demo-training-time.md)
     model = model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
@@ -238,6 +236,88 @@ def _replan(opts: list[tuple[torch.optim.Optimizer, float]], cfg: FitConfig, tot
     return scheds
 
 
+def _optimizers(model: nn.Module, cfg: FitConfig, device: torch.device):
+    """(model prepared for ``device``, Muon's matrix views or None, [(optimizer, peak lr)])."""
+    model = _prepare(model, device)
+    # after _prepare: the views follow the memory format the weights train in
+    views = MatrixViews(muon_layers(model)) if cfg.optimizer == "muon" else None
+    opts = build_optimizers(
+        model,
+        views,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.muon_lr,
+        fused=device.type in ("cpu", "cuda"),
+        bf16_matmul=bf16_matmul_in_hardware(device),
+    )
+    return model, views, opts
+
+
+def _train_epoch(
+    model: nn.Module,
+    batches: Iterator[dict],
+    steps: int,
+    opts: list,
+    views: MatrixViews | None,
+    scheds: list,
+    loss_fn: Callable,
+    device: torch.device,
+    cfg: FitConfig,
+    desc: str,
+    result: FitResult,
+) -> float:
+    """``steps`` optimizer steps on ``batches`` (counted in result.steps_run); -> the epoch's mean loss."""
+    from tqdm.auto import tqdm
+
+    running, seen = 0.0, 0
+    bar = tqdm(total=steps, desc=desc, leave=False, disable=not cfg.progress)
+    for _ in range(steps):
+        batch = next(batches)
+        x, y = _batch_to(batch, device)
+        with autocast(device, cfg.cpu_bf16):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        for opt, _ in opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if views is not None:
+            views.hand_over_grads()
+        for opt, _ in opts:
+            opt.step()
+        for sched in scheds:
+            if sched is not None:
+                sched.step()
+        running += float(loss.detach()) * x.shape[0]
+        seen += x.shape[0]
+        bar.update(1)
+        bar.set_postfix(loss=f"{running / max(seen, 1):.4f}")
+        result.steps_run += 1
+    bar.close()
+    return running / max(seen, 1)
+
+
+def _move_budget(result: FitResult, moved: float | None) -> None:
+    """rebudget's answer taken as the fit's budget (None: the budget stays)."""
+    if moved is not None:
+        was = result.time_budget_s or 0.0
+        logger.info("time budget: moved", extra={"budget_s": round(moved, 1), "was": round(was, 1)})
+        result.time_budget_s = float(moved)
+
+
+def _resized_steps(budget_s: float, fit_t0: float, pace_s: float, left: int, per_epoch: int, steps: int) -> int | None:
+    """Steps per remaining epoch that end the fit within ``budget_s`` at ``pace_s`` a step, when worth a new
+    schedule (see worth_replanning); None: keep ``steps``."""
+    elapsed = time.perf_counter() - fit_t0
+    fitted = budgeted_steps(elapsed, pace_s, budget_s, left, per_epoch)
+    if not worth_replanning(fitted, steps):
+        return None
+    logger.info(
+        "time budget: re-sizing the remaining epochs",
+        extra={"budget_s": budget_s, "elapsed_s": round(elapsed, 1), "steps_per_epoch": fitted, "was": steps},
+    )
+    return fitted
+
+
 def fit(
     model: nn.Module,
     train_loader: DataLoader,
@@ -257,24 +337,11 @@ def fit(
     rebudget(model), with a time budget, runs once after the first epoch past REBUDGET_AT of it and returns
     the fit's new budget (its own time counts as the fit's); the remaining epochs are re-sized to that.
     """
-    from tqdm.auto import tqdm
-
     if len(train_loader) == 0:
         raise ValueError("the training loader is empty: no tiles to train on (check the manifest's train split)")
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
-    model = _prepare(model, device)
-    # after _prepare: the views follow the memory format the weights train in
-    views = MatrixViews(muon_layers(model)) if cfg.optimizer == "muon" else None
-    opts = build_optimizers(
-        model,
-        views,
-        cfg.lr,
-        cfg.weight_decay,
-        cfg.muon_lr,
-        fused=device.type in ("cpu", "cuda"),
-        bf16_matmul=bf16_matmul_in_hardware(device),
-    )
+    model, views, opts = _optimizers(model, cfg, device)
     loss_fn = build_loss(cfg.loss, cfg.class_weights)
     steps = _steps(train_loader, cfg.steps_per_epoch)
     total = max(1, steps * cfg.epochs)
@@ -287,41 +354,18 @@ def fit(
     batches = _endless(train_loader)
     # from the second epoch on (the first also decodes and caches the tiles) each epoch's pace re-sizes the
     # remaining epochs to the time budget: a machine that slows down mid-fit still ends in time, and one that
-    # speeds up again gets its steps back, never more than planned (a slow second epoch had left 63 s of a
-    # 400-s budget unused)
+    # speeds up again gets its steps back, never more than planned (docs/experiments/fit-time-budget.md)
     check_from = 1 if cfg.epochs > 2 else 0
     planned_per_epoch = steps
     fit_t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
         t0 = time.perf_counter()
-        running, seen = 0.0, 0
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress)
-        for _ in range(steps):
-            batch = next(batches)
-            x, y = _batch_to(batch, device)
-            with autocast(device, cfg.cpu_bf16):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            for opt, _ in opts:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if views is not None:
-                views.hand_over_grads()
-            for opt, _ in opts:
-                opt.step()
-            for sched in scheds:
-                if sched is not None:
-                    sched.step()
-            running += float(loss.detach()) * x.shape[0]
-            seen += x.shape[0]
-            bar.update(1)
-            bar.set_postfix(loss=f"{running / max(seen, 1):.4f}")
-            best.steps_run += 1
-        bar.close()
+        desc = f"epoch {epoch + 1}/{cfg.epochs}"
+        train_loss = _train_epoch(model, batches, steps, opts, views, scheds, loss_fn, device, cfg, desc, best)
         record: dict = {
             "epoch": epoch,
-            "train_loss": running / max(seen, 1),
+            "train_loss": train_loss,
             "epoch_s": time.perf_counter() - t0,
             "lr": float(opts[0][0].param_groups[0]["lr"]),
         }
@@ -349,25 +393,13 @@ def fit(
         budget_s = best.time_budget_s
         halfway = budget_s is not None and time.perf_counter() - fit_t0 >= REBUDGET_AT * budget_s
         if rebudget is not None and halfway and left > 0:
-            moved = rebudget(model)
+            _move_budget(best, rebudget(model))
             rebudget = None
             model.train()
-            if moved is not None:
-                logger.info("time budget: moved", extra={"budget_s": round(moved, 1), "was": round(budget_s, 1)})
-                best.time_budget_s = budget_s = float(moved)
-        if budget_s is not None and epoch >= check_from and left > 0:
-            elapsed = time.perf_counter() - fit_t0
-            fitted = budgeted_steps(elapsed, record["epoch_s"] / steps, budget_s, left, planned_per_epoch)
-            if worth_replanning(fitted, steps):
-                logger.info(
-                    "time budget: re-sizing the remaining epochs",
-                    extra={
-                        "budget_s": budget_s,
-                        "elapsed_s": round(elapsed, 1),
-                        "steps_per_epoch": fitted,
-                        "was": steps,
-                    },
-                )
+        if best.time_budget_s is not None and epoch >= check_from and left > 0:
+            pace_s = record["epoch_s"] / steps
+            fitted = _resized_steps(best.time_budget_s, fit_t0, pace_s, left, planned_per_epoch, steps)
+            if fitted is not None:
                 steps = fitted
                 scheds = _replan(opts, cfg, best.steps_run + steps * left, best.steps_run)
     model.load_state_dict(best.best_state)

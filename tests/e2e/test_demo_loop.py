@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from parking_ml.ops.stack import free_port
 
 pytestmark = pytest.mark.e2e
 CLI = str(Path(sys.executable).parent / "parking-ml")

@@ -10,10 +10,11 @@ import pytest
 
 from parking_ml.config import Settings
 from parking_ml.data.ingest import RAW_MANIFEST, ingest, read_raw_manifest, read_reasons
-from parking_ml.data.preprocess import PreprocessConfig, preprocess
+from parking_ml.data.preprocess import TilingConfig, preprocess
 from parking_ml.data.processed import latest_version, load_manifest, materialize
 from parking_ml.lake import Lake
-from tests.fakes_data import geojson_bytes, png_bytes, scene, write_landing
+from tests.fakes.landing import geojson_bytes, png_bytes, write_landing
+from tests.fakes.scenes import scene
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +52,7 @@ def test_s3_ingest_twice_equals_once_then_preprocess_and_materialize(moto_server
     assert len(m) == 8 and m["sha256"].is_unique
     assert all(lake.exists(f"raw/images/{sha}.png") for sha in m["sha256"])
 
-    config = PreprocessConfig(tile_size=64, tile_overlap=0, folds=2, holdout_fraction=0.25)
+    config = TilingConfig(tile_size=64, tile_overlap=0, folds=2, holdout_fraction=0.25)
     out = preprocess(lake, config)
     assert out["created"] and latest_version(lake) == out["version"]
     assert preprocess(lake, config)["created"] is False

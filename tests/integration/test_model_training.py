@@ -19,48 +19,18 @@ from mlflow import MlflowClient
 from torch import nn
 
 from parking_ml.config import Settings
+from parking_ml.data.processed import ProcessedData, cv_folds, training_rows
 from parking_ml.model import promote, registry
+from parking_ml.model.final_fit import tune_and_register
 from parking_ml.model.metrics import scalar_metrics
 from parking_ml.model.package import build_package, download_package
 from parking_ml.model.profiles import get_profile
-from parking_ml.model.tune import (
-    ProcessedData,
-    cv_folds,
-    open_study,
-    run_study,
-    study_name,
-    training_rows,
-    tune_and_register,
-)
+from parking_ml.model.tune import open_study, run_study, study_name
+from tests.fakes.scenes import stall_features, training_tile
 
 pytestmark = pytest.mark.integration
 
 DATASET = "v1"
-
-
-def draw_tile(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, list]:
-    rgb = (np.full((size, size, 3), 80, np.uint8) + rng.integers(0, 12, (size, size, 3), dtype=np.uint8)).astype(
-        np.uint8
-    )
-    mask = np.zeros((size, size), np.uint8)
-    stalls = []
-    w, h = size // 6, size // 3
-    for row_y in (size // 8, size // 2 + size // 16):
-        for k in range(4):
-            x0 = 4 + k * (w + 6)
-            status = "free" if rng.random() < 0.6 else "occupied"
-            color = (200, 200, 190) if status == "free" else (40, 50, 150)
-            cv2.rectangle(rgb, (x0, row_y), (x0 + w, row_y + h), color, -1)
-            mask[row_y + 1 : row_y + h, x0 + 1 : x0 + w] = 1 if status == "free" else 2
-            ring = [[x0, row_y], [x0 + w, row_y], [x0 + w, row_y + h], [x0, row_y + h], [x0, row_y]]
-            stalls.append(
-                {
-                    "type": "Feature",
-                    "properties": {"status": status},
-                    "geometry": {"type": "Polygon", "coordinates": [ring]},
-                }
-            )
-    return rgb, mask, stalls
 
 
 def make_processed(lake: Path, version: str = DATASET, sites: int = 5, per_site: int = 3, size: int = 64) -> Path:
@@ -74,7 +44,8 @@ def make_processed(lake: Path, version: str = DATASET, sites: int = 5, per_site:
         holdout = s == sites - 1
         for t in range(per_site):
             tile_id = f"site{s}_{t}"
-            rgb, mask, stalls = draw_tile(rng, size)
+            rgb, mask, rects = training_tile(rng, size)
+            stalls = stall_features(rects)
             cv2.imwrite(str(out / "tiles" / f"{tile_id}.png"), rgb[:, :, ::-1])
             cv2.imwrite(str(out / "masks" / f"{tile_id}.png"), mask)
             (out / "stalls" / f"{tile_id}.geojson").write_text(
@@ -128,8 +99,9 @@ def trained(world) -> dict:
 
 
 def test_smoke_training_lowers_the_loss(world):
+    from parking_ml.data.processed import training_rows
+    from parking_ml.model.recipe import make_loader, new_model
     from parking_ml.model.train import FitConfig, fit, seed_everything
-    from parking_ml.model.tune import make_loader, new_model, training_rows
 
     profile = get_profile("smoke")
     seed_everything(0)
@@ -225,7 +197,8 @@ def test_registered_package_downloads_flat_and_the_pyfunc_serves(world, trained,
     # rebuilt from it, the network gives the registered ONNX model's logits
     import torch
 
-    from parking_ml.model.tune import NETWORK_FILE, new_model
+    from parking_ml.model.final_fit import NETWORK_FILE
+    from parking_ml.model.recipe import new_model
 
     client = MlflowClient(settings.mlflow_tracking_uri)
     weights = client.download_artifacts(trained["run_id"], NETWORK_FILE, str(tmp_path))
@@ -263,21 +236,20 @@ def test_a_binding_budget_is_taken_again_halfway_through_the_final_fit(world, tr
     under."""
     import dataclasses
 
-    from parking_ml.model import tune
+    from parking_ml.model import budget
+    from parking_ml.model.final_fit import final_fit
     from parking_ml.model.profiles import MIN_FIT_SHARE, final_fit_budget
 
     # without the fixed 30 s for scoring and registration, an 8-s budget is left mostly to the fit (not
     # its minimum share, which both estimates would get alike)
-    monkeypatch.setattr(tune, "AFTER_FIT_FIXED_S", 0.0)
+    monkeypatch.setattr(budget, "AFTER_FIT_FIXED_S", 0.0)
     settings = world["settings"].model_copy(update={"model_name": "it-mid-fit"})
-    # 16 s: on 2 AVX2-only cores the estimate of the dihedral-TTA inference after the fit alone came to 4.9 s
+    # 16 s: on 2 fp32 CPU cores the estimate of the dihedral-TTA inference after the fit alone came to 4.9 s
     profile = dataclasses.replace(get_profile("smoke"), train_budget_s=16.0, final_epochs=8, steps_per_epoch=80)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(settings.model_name)
     with mlflow.start_run(run_name="mid-fit"):
-        result = tune.final_fit(
-            settings, world["data"], profile, trained["best_params"], {}, "it-mid-fit", progress=False
-        )
+        result = final_fit(settings, world["data"], profile, trained["best_params"], {}, "it-mid-fit", progress=False)
     client = MlflowClient(settings.mlflow_tracking_uri)
     exp = client.get_experiment_by_name(settings.model_name)
     (run,) = client.search_runs([exp.experiment_id], "tags.run_kind = 'final_fit'")
@@ -295,7 +267,9 @@ def test_folds_and_final_fit_started_from_trained_weights_train_at_the_scaled_ra
     learning rates (AdamW's and Muon's), and their runs log that fraction."""
     import dataclasses
 
-    from parking_ml.model import train, tune
+    from parking_ml.model import train
+    from parking_ml.model.final_fit import final_fit
+    from parking_ml.model.recipe import default_params, new_model
 
     settings = world["settings"].model_copy(update={"model_name": "it-lr-scale"})
     smoke = get_profile("smoke")
@@ -303,7 +277,7 @@ def test_folds_and_final_fit_started_from_trained_weights_train_at_the_scaled_ra
     space = dataclasses.replace(smoke.space, encoders=smoke.space.encoders[:1], optimizers=("muon",))
     profile = dataclasses.replace(smoke, name="smoke-lr-scale", n_trials=1, pretrained_lr_scale=0.5, space=space)
     start = world["home"] / "lr-scale-start.pt"
-    torch.save(tune.new_model(tune.default_params(profile), profile, settings).state_dict(), start)
+    torch.save(new_model(default_params(profile), profile, settings).state_dict(), start)
     settings = settings.model_copy(update={"init_weights": str(start)})
     configs = []
     real_fit = train.fit
@@ -319,7 +293,7 @@ def test_folds_and_final_fit_started_from_trained_weights_train_at_the_scaled_ra
     with mlflow.start_run(run_name="lr-scale-check"):
         study, ran = run_study(settings, world["data"], profile, n_trials=1, progress=False)
         params = study.trials[0].params
-        tune.final_fit(settings, world["data"], profile, params, {}, "it-lr-scale", progress=False)
+        final_fit(settings, world["data"], profile, params, {}, "it-lr-scale", progress=False)
     assert ran == 1 and params["optimizer"] == "muon"
     folds = len(cv_folds(world["data"].manifest))
     assert len(configs) == folds + 1
@@ -411,7 +385,7 @@ def test_a_profile_cv_objective_is_what_the_study_maximises(world, monkeypatch):
 def test_a_trial_killed_mid_run_is_requeued_with_its_parameters(world):
     from optuna.trial import TrialState
 
-    from parking_ml.model.tune import suggest
+    from parking_ml.model.recipe import suggest
 
     settings = world["settings"]
     profile = get_profile("smoke")
@@ -689,8 +663,8 @@ def test_train_and_promote_dags_run(world, trained, airflow_home, monkeypatch):
 
 
 def test_processed_data_loaded_for_training_shares_a_cache_bounded_by_the_settings(world):
+    from parking_ml.data.processed import load_processed
     from parking_ml.data.tile_cache import BoundedTileCache
-    from parking_ml.model.tune import load_processed
 
     data = load_processed(world["settings"].model_copy(update={"tile_cache_mb": 3}), DATASET)
     assert isinstance(data.decoded, BoundedTileCache) and data.decoded.max_bytes == 3 * 2**20

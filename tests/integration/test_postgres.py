@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from parking_ml.stack import stop_pid
-from tests.conftest import free_port, wait_http
+from parking_ml.ops.stack import free_port, stop_pid, wait_http
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent

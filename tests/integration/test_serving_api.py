@@ -8,10 +8,8 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -19,54 +17,19 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
 
 from parking_ml.data.images import encode_png
 from parking_ml.features import FEATURE_COLUMNS
 from parking_ml.inference import OnnxSegmenter, PreprocessConfig, predict
+from parking_ml.ops.stack import free_port, wait_http
 from serving.app import create_app
-from tests.conftest import free_port, wait_http
-from tests.unit.test_inference_core import lot_image, write_color_net
+from tests.fakes.packages import make_package, write_color_net
+from tests.fakes.scenes import lot_image
+from tests.fakes.servers import metric_value, running, wait_ready
 
 pytestmark = pytest.mark.integration
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def make_package(path: Path, seed: int = 0) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    write_color_net(path / "model.onnx", seed=seed)
-    (path / "preprocess.json").write_text(PreprocessConfig(min_area_px=20).to_json())
-    return path
-
-
-@contextmanager
-def running(app) -> Iterator[str]:
-    """A real uvicorn server for app on a free loopback port, in a thread; lifespan runs on exit."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        assert not thread.is_alive()
-
-
-def wait_ready(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready: {httpx.get(f'{url}/readyz').text}")
 
 
 def assert_error(resp: httpx.Response, status: int, code: str | None = None) -> None:
@@ -288,19 +251,6 @@ def test_auth_on_and_off(make_settings, package):
         assert httpx.post(f"{url}/v1/predict", files={"file": ("a.png", png)}, timeout=60).status_code == 200
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    found = False
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-            found = True
-    assert found, f"{name} {labels} not in metrics"
-    return total
-
-
 def test_metrics_after_traffic(api):
     url, _ = api
     png = encode_png(lot_image(128, 128))
@@ -309,15 +259,15 @@ def test_metrics_after_traffic(api):
             assert client.post("/v1/predict", files={"file": ("a.png", png)}).status_code == 200
         client.post("/v1/predict", files={"file": ("a.png", b"GIF89a" + bytes(20))})
         text = client.get("/metrics").text
-    assert _metric(text, "parking_http_request_duration_seconds_count", route="/v1/predict", status="200") == 3
-    assert _metric(text, "parking_http_request_duration_seconds_count", route="/v1/predict", status="415") == 1
-    assert _metric(text, "parking_inference_duration_seconds_count", stage="inference") == 3
-    assert _metric(text, "parking_free_spaces_per_request_count") == 3
-    assert _metric(text, "parking_free_spaces_per_request_sum") > 0
-    assert _metric(text, "parking_errors_total", code="unsupported_type") == 1
-    assert _metric(text, "parking_model_info", version="local") == 1
-    assert _metric(text, "parking_model_reloads_total", result="success") == 1
-    assert _metric(text, "parking_drift_write_failures_total") == 0
+    assert metric_value(text, "parking_http_request_duration_seconds_count", route="/v1/predict", status="200") == 3
+    assert metric_value(text, "parking_http_request_duration_seconds_count", route="/v1/predict", status="415") == 1
+    assert metric_value(text, "parking_inference_duration_seconds_count", stage="inference") == 3
+    assert metric_value(text, "parking_free_spaces_per_request_count") == 3
+    assert metric_value(text, "parking_free_spaces_per_request_sum") > 0
+    assert metric_value(text, "parking_errors_total", code="unsupported_type") == 1
+    assert metric_value(text, "parking_model_info", version="local") == 1
+    assert metric_value(text, "parking_model_reloads_total", result="success") == 1
+    assert metric_value(text, "parking_drift_write_failures_total") == 0
 
 
 def test_drift_rows_flushed_on_shutdown(make_settings, package):
@@ -355,13 +305,13 @@ def test_storage_failure_never_fails_requests(make_settings, package):
             for _ in range(6):
                 assert client.post("/v1/predict", files={"file": ("a.png", png)}).status_code == 200
             deadline = time.monotonic() + 20
-            while _metric(client.get("/metrics").text, "parking_drift_write_failures_total") < 1:
+            while metric_value(client.get("/metrics").text, "parking_drift_write_failures_total") < 1:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
             assert len(app.state.services.drift) == 6  # kept for the next try
             blocker.unlink()
             deadline = time.monotonic() + 20
-            while _metric(client.get("/metrics").text, "parking_drift_rows_written_total") < 6:
+            while metric_value(client.get("/metrics").text, "parking_drift_rows_written_total") < 6:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
     rows = sum(len(pd.read_parquet(f)) for f in lake_root.glob("monitoring/inference/date=*/*.parquet"))
@@ -375,7 +325,7 @@ def test_mlflow_down_at_start_not_ready_but_alive(make_settings, monkeypatch):
     with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         assert client.get("/healthz").status_code == 200
         deadline = time.monotonic() + 60
-        while _metric(client.get("/metrics").text, "parking_registry_errors_total") < 1:
+        while metric_value(client.get("/metrics").text, "parking_registry_errors_total") < 1:
             assert time.monotonic() < deadline, "the registry failure was never counted"
             time.sleep(0.2)
         assert_error(client.get("/readyz"), 503, "not_ready")

@@ -12,8 +12,9 @@ import pytest
 from parking_ml.data.images import encode_png
 from parking_ml.inference import PreprocessConfig
 from serving.app import create_app
-from tests.integration.test_serving_api import _metric, make_package, running, wait_ready
-from tests.unit.test_inference_core import lot_image
+from tests.fakes.packages import make_package
+from tests.fakes.scenes import lot_image
+from tests.fakes.servers import metric_value, running, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -74,8 +75,8 @@ def test_champion_moves_while_requests_stream(make_settings, mlflow_server, tmp_
     assert info["version"] == v2.version and info["alias"] == "champion" and info["run_id"] == v2.run_id
     assert info["metrics"]["holdout_free_f1"] == pytest.approx(0.7)
     assert info["tags"]["dataset_version"] == "d2"
-    assert _metric(metrics_text, "parking_model_reloads_total", result="success") == 2
-    assert _metric(metrics_text, "parking_model_info", version=v2.version) == 1
+    assert metric_value(metrics_text, "parking_model_reloads_total", result="success") == 2
+    assert metric_value(metrics_text, "parking_model_info", version=v2.version) == 1
 
     # `parking-ml predict` fetches the same champion from the registry
     from typer.testing import CliRunner

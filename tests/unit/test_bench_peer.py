@@ -9,7 +9,7 @@ from parking_ml.model.profiles import decoder_for, get_profile
 
 @pytest.mark.parametrize("fp32_cpu", [True, False])
 def test_the_peer_trains_its_own_decoder_on_every_machine(bench_train, fp32_cpu):
-    """The demo names a narrow decoder for fp32 CPUs; the peer must not inherit it (on an AVX2 CPU it had, and
+    """The demo names a narrow decoder for fp32 CPUs; the peer must not inherit it (on an fp32 CPU it had, and
     its 5-stage network then refused the 4 widths)."""
     demo = get_profile("demo")
     assert decoder_for(demo, fp32_cpu) != bench_train.PEER_DECODER

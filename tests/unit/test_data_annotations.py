@@ -21,7 +21,8 @@ from parking_ml.data.annotations import (
     read_mask,
     stalls_to_geojson,
 )
-from tests.fakes_data import coco_bytes, geojson_bytes, png_bytes, scene
+from tests.fakes.landing import coco_bytes, geojson_bytes, png_bytes
+from tests.fakes.scenes import scene
 
 
 def test_kind_and_stem_from_name():
@@ -137,7 +138,7 @@ def test_rasterize_file_order_ignore_and_geojson_export_roundtrip():
 @pytest.mark.parametrize("geotiff", [False, True])
 def test_geojson_to_mask_equals_generator_mask(tmp_path, geotiff):
     from parking_ml.data.images import read_image
-    from parking_ml.data.synthetic import generate_dataset
+    from parking_ml.synth import generate_dataset
 
     paths = generate_dataset(tmp_path, n=3, seed=5, size=160, sites=2, geotiff=geotiff, progress=False)
     assert paths

@@ -23,17 +23,27 @@ from parking_ml.data.augment import (
     normalize_image,
 )
 from parking_ml.data.dataset import TileDataset, hard_mask, resample_tile, soft_target
+from tests.fakes.scenes import lot
 
 VALID = {0, 1, 2, 255}
 
 
 def _scene(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    mask = np.zeros((h, w), np.uint8)
-    mask[10:30, 10:20] = 1
-    mask[40:60, 10:20] = 2
-    mask[0:4, :] = 255
+    # noise without paint: a free and an occupied stall one above the other, 4 ignored rows on top
+    image, mask, _ = lot(
+        h,
+        w,
+        seed,
+        stall=(10, 20),
+        rows=(10, 40),
+        left=10,
+        gap=w,
+        base=0,
+        spread=256,
+        style="none",
+        phase=2,
+        ignore_top=4,
+    )
     return image, mask
 
 

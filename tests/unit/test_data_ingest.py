@@ -11,7 +11,8 @@ import pytest
 from parking_ml.data.ingest import RAW_MANIFEST, ingest, read_raw_manifest, read_reasons
 from parking_ml.data.validation import FIXES, parse_landing_key
 from parking_ml.lake import Lake
-from tests.fakes_data import geojson_bytes, png_bytes, scene, write_landing
+from tests.fakes.landing import geojson_bytes, png_bytes, write_landing
+from tests.fakes.scenes import scene
 
 
 @pytest.fixture
@@ -163,7 +164,7 @@ def test_every_quarantine_reason(lake):
 
 
 def test_ingest_twice_equals_once_and_gsd_from_generator(lake, tmp_path):
-    from parking_ml.data.synthetic import generate_dataset
+    from parking_ml.synth import generate_dataset
 
     generate_dataset(tmp_path / "lake" / "landing" / "syn", n=4, seed=1, size=128, sites=2, progress=False)
     once = ingest(lake)

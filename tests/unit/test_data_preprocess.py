@@ -13,7 +13,7 @@ from parking_ml.data.annotations import MIN_INSIDE, Stall
 from parking_ml.data.ingest import ingest, read_raw_manifest
 from parking_ml.data.preprocess import (
     TILE_COLUMNS,
-    PreprocessConfig,
+    TilingConfig,
     _tile_stalls,
     cut_tile,
     preprocess,
@@ -23,7 +23,8 @@ from parking_ml.data.preprocess import (
 from parking_ml.data.processed import latest_version, load_manifest, materialize
 from parking_ml.data.splits import HOLDOUT_FOLD, assign_folds, holdout_sites, site_unit, split_sites
 from parking_ml.lake import Lake
-from tests.fakes_data import geojson_bytes, png_bytes, scene, write_landing
+from tests.fakes.landing import geojson_bytes, png_bytes, write_landing
+from tests.fakes.scenes import scene
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def test_folds_disjoint_balanced_deterministic():
 def test_preprocess_contract_and_idempotence(lake):
     write_landing(lake, "b1", sites=4, per_site=2, size=160)
     ingest(lake)
-    config = PreprocessConfig(tile_size=96, tile_overlap=16, folds=2, holdout_fraction=0.3)
+    config = TilingConfig(tile_size=96, tile_overlap=16, folds=2, holdout_fraction=0.3)
     summary = preprocess(lake, config)
     version = summary["version"]
     assert summary["created"] and latest_version(lake) == version
@@ -113,14 +114,14 @@ def test_preprocess_contract_and_idempotence(lake):
     again = preprocess(lake, config)
     assert again == {**summary, "created": False}
     assert (root / "dataset.json").stat().st_mtime_ns == mtime
-    other = preprocess(lake, PreprocessConfig(tile_size=128, tile_overlap=0, folds=2, holdout_fraction=0.3))
+    other = preprocess(lake, TilingConfig(tile_size=128, tile_overlap=0, folds=2, holdout_fraction=0.3))
     assert other["version"] != version and latest_version(lake) == other["version"]
 
 
 def test_holdout_frozen_and_folds_disjoint_as_sites_arrive(lake):
     write_landing(lake, "b1", sites=6, per_site=1, size=64)
     ingest(lake)
-    config = PreprocessConfig(tile_size=64, tile_overlap=0, folds=2, holdout_fraction=0.34)
+    config = TilingConfig(tile_size=64, tile_overlap=0, folds=2, holdout_fraction=0.34)
     first = load_manifest(lake.local_path(f"processed/{preprocess(lake, config)['version']}"))
     write_landing(lake, "b2", sites=6, per_site=1, size=64, seed=1, first_site=6)
     ingest(lake)
@@ -141,7 +142,7 @@ def test_small_image_is_padded_with_ignore_and_resampling(lake):
     doc["gsd"] = 0.2
     lake.write_bytes("landing/b/s/a.geojson", json.dumps(doc).encode())
     ingest(lake)
-    out = preprocess(lake, PreprocessConfig(tile_size=128, tile_overlap=0, folds=2))
+    out = preprocess(lake, TilingConfig(tile_size=128, tile_overlap=0, folds=2))
     root = lake.local_path(f"processed/{out['version']}")
     m = load_manifest(root)
     assert len(m) == 1 and m.iloc[0]["split"] == "train"  # a single site always trains
@@ -149,7 +150,7 @@ def test_small_image_is_padded_with_ignore_and_resampling(lake):
     assert (tile_mask[80:, :] == 255).all() and (tile_mask[:, 120:] == 255).all()
     np.testing.assert_array_equal(tile_mask[:80, :120], mask)
     # 0.2 m/px -> 0.1 m/px doubles the size: 240 x 160 -> 2 x 2 tiles of 128
-    up = preprocess(lake, PreprocessConfig(tile_size=128, tile_overlap=0, folds=2, target_gsd=0.1))
+    up = preprocess(lake, TilingConfig(tile_size=128, tile_overlap=0, folds=2, target_gsd=0.1))
     m2 = load_manifest(lake.local_path(f"processed/{up['version']}"))
     assert len(m2) == 4 and (m2["gsd"] == 0.1).all()
     assert sorted(set(m2["x0"])) == [0, 112] and sorted(set(m2["y0"])) == [0, 32]
@@ -197,7 +198,7 @@ def test_a_space_cut_to_a_sliver_by_the_tile_edge_is_ignored_in_that_tile():
 def test_materialize_local_is_in_place(lake, tmp_path):
     write_landing(lake, "b1", sites=1, per_site=1, size=96)
     ingest(lake)
-    version = preprocess(lake, PreprocessConfig(tile_size=64, tile_overlap=0))["version"]
+    version = preprocess(lake, TilingConfig(tile_size=64, tile_overlap=0))["version"]
     assert materialize(lake, version, tmp_path / "cache") == lake.local_path(f"processed/{version}")
     with pytest.raises(FileNotFoundError, match="preprocess"):
         materialize(lake, "deadbeef0000", tmp_path / "cache")
@@ -205,6 +206,6 @@ def test_materialize_local_is_in_place(lake, tmp_path):
 
 def test_preprocess_without_raw_names_the_fix(lake):
     with pytest.raises(FileNotFoundError, match="parking-ml ingest"):
-        preprocess(lake, PreprocessConfig())
+        preprocess(lake, TilingConfig())
     with pytest.raises(FileNotFoundError, match="parking-ml preprocess"):
         latest_version(lake)

@@ -7,9 +7,7 @@ import math
 
 import cv2
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from parking_ml.features import FEATURE_COLUMNS, features_frame, tile_features
 from parking_ml.inference import (
@@ -26,46 +24,8 @@ from parking_ml.inference import (
     tta_logits,
     typical_space_area,
 )
-
-
-def write_color_net(path, seed: int = 0) -> None:
-    """A tiny fully-convolutional net: a 3x3 blur then a 1x1 conv calling green 'free' and red 'occupied'.
-
-    Small receptive field (3 px) and dynamic N/H/W, like the real exported networks."""
-    rng = np.random.default_rng(seed)
-    blur = np.full((3, 1, 3, 3), 1 / 9, dtype=np.float32) + rng.normal(0, 0.01, (3, 1, 3, 3)).astype(np.float32)
-    # logits: background 0, free = g - r - 1, occupied = r - g - 1 (on normalised values)
-    w = np.array([[0, 0, 0], [-1, 1, 0], [1, -1, 0]], dtype=np.float32).reshape(3, 3, 1, 1)
-    b = np.array([0, -1, -1], dtype=np.float32)
-    nodes = [
-        helper.make_node("Conv", ["input", "blur_w"], ["h"], pads=[1, 1, 1, 1], group=3),
-        helper.make_node("Conv", ["h", "cls_w", "cls_b"], ["logits"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        initializer=[
-            numpy_helper.from_array(blur, "blur_w"),
-            numpy_helper.from_array(w, "cls_w"),
-            numpy_helper.from_array(b, "cls_b"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-
-
-def lot_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Grey asphalt with green (free) and red (occupied) stalls."""
-    rng = np.random.default_rng(seed)
-    img = np.full((h, w, 3), 110, dtype=np.uint8) + rng.integers(0, 20, (h, w, 3), dtype=np.uint8)
-    for i, y in enumerate(range(10, h - 30, 40)):
-        for j, x in enumerate(range(10, w - 20, 30)):
-            color = (20, 220, 30) if (i + j) % 3 else (220, 30, 20)
-            img[y : y + 24, x : x + 14] = color
-    return img
+from tests.fakes.packages import write_color_net
+from tests.fakes.scenes import lot_image
 
 
 def test_config_round_trip_and_unknown_keys():
@@ -228,7 +188,7 @@ def test_spaces_grow_into_likely_background_but_never_touch_each_other():
 
 
 def test_growth_in_row_blocks_is_the_same_as_in_one_piece(monkeypatch):
-    import parking_ml.inference as inference
+    import parking_ml.inference.spaces as spaces
 
     rng = np.random.default_rng(3)
     labels = np.zeros((90, 70), np.int32)
@@ -236,7 +196,7 @@ def test_growth_in_row_blocks_is_the_same_as_in_one_piece(monkeypatch):
         labels[y : y + 6, x : x + 5] = k
     room = (rng.random(labels.shape) < 0.8) & (labels == 0)
     whole = grow_spaces(labels, room, steps=3)
-    monkeypatch.setattr(inference, "GROW_BLOCK_ROWS", 7)
+    monkeypatch.setattr(spaces, "GROW_BLOCK_ROWS", 7)
     assert (grow_spaces(labels, room, steps=3) == whole).all()
 
 
@@ -400,7 +360,8 @@ def test_tile_features_simple_images_and_frame(color_net):
 
 
 def test_fast_argmax_matches_numpy_including_ties():
-    from parking_ml.inference import _argmax_classes, softmax
+    from parking_ml.inference import softmax
+    from parking_ml.inference.spaces import _argmax_classes
 
     rng = np.random.default_rng(1)
     probs = softmax(rng.normal(size=(1, 3, 64, 80)).astype(np.float32))[0]

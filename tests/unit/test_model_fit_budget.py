@@ -59,7 +59,7 @@ def test_the_inference_after_the_fit_is_estimated_from_timed_tiles(tmp_path, mon
 
     from parking_ml import inference
     from parking_ml.inference import PreprocessConfig
-    from parking_ml.model import package, tune
+    from parking_ml.model import budget, package
 
     for sub in ("tiles", "masks"):
         (tmp_path / sub).mkdir()
@@ -71,7 +71,7 @@ def test_the_inference_after_the_fit_is_estimated_from_timed_tiles(tmp_path, mon
     config = PreprocessConfig(tile_size=64, overlap=16, gsd=0.1)
     model = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1))
     clock = _Clock()
-    monkeypatch.setattr(tune, "time", clock)
+    monkeypatch.setattr(budget, "time", clock)
     export_s = 3.0
     real_build, real_predict = package.build_package, inference.predict
     seconds_per_tile = {"value": 0.0}
@@ -91,13 +91,13 @@ def test_the_inference_after_the_fit_is_estimated_from_timed_tiles(tmp_path, mon
     estimates = {}
     for pace in (0.05, 0.1):
         seconds_per_tile["value"] = pace
-        estimates[pace] = tune.after_fit_estimate_s(model, config, tmp_path, rows, n_tiles=40, threads=1)
+        estimates[pace] = budget.after_fit_estimate_s(model, config, tmp_path, rows, n_tiles=40, threads=1)
         # the export as long as it took, the per-tile pace of 40 tiles (a trained model's a little slower) and
         # the fixed costs
-        expected = export_s + 40 * pace * tune.TRAINED_PACE_FACTOR + tune.AFTER_FIT_FIXED_S
+        expected = export_s + 40 * pace * budget.TRAINED_PACE_FACTOR + budget.AFTER_FIT_FIXED_S
         assert estimates[pace] == pytest.approx(expected)
     assert len(calls) == 2 * 3  # a warm-up tile and two timed ones, per estimate
-    assert estimates[0.1] - estimates[0.05] == pytest.approx(40 * 0.05 * tune.TRAINED_PACE_FACTOR)
+    assert estimates[0.1] - estimates[0.05] == pytest.approx(40 * 0.05 * budget.TRAINED_PACE_FACTOR)
 
 
 class _Clock:
@@ -293,7 +293,7 @@ def test_tuning_starts_no_trial_that_would_end_past_its_budget(trial_s, ran):
     started the second 90-s trial at 90 s."""
     import optuna
 
-    from parking_ml.model.tune import stop_before_overrun
+    from parking_ml.model.budget import stop_before_overrun
 
     now = [0.0]
     callback = stop_before_overrun(150.0, clock=lambda: now[0])
@@ -310,7 +310,7 @@ def test_tuning_starts_no_trial_that_would_end_past_its_budget(trial_s, ran):
 def test_tuning_without_a_budget_runs_every_trial():
     import optuna
 
-    from parking_ml.model.tune import stop_before_overrun
+    from parking_ml.model.budget import stop_before_overrun
 
     now = [0.0]
     callback = stop_before_overrun(None, clock=lambda: now[0])

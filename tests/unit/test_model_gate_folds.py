@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 
 from parking_ml.config import Settings
+from parking_ml.data.processed import cv_folds, fold_split, holdout_rows
 from parking_ml.inference import TTA_VIEWS, PreprocessConfig
 from parking_ml.model.profiles import PROFILES, get_profile
 from parking_ml.model.promote import decide
-from parking_ml.model.tune import cv_folds, default_params, fold_split, holdout_rows, study_name
+from parking_ml.model.recipe import default_params
+from parking_ml.model.tune import study_name
 
 
 def _manifest() -> pd.DataFrame:
@@ -127,7 +129,7 @@ def test_speck_filter_is_a_tenth_of_the_median_space_at_the_model_gsd(tmp_path):
     import cv2
     import numpy as np
 
-    from parking_ml.model.tune import preprocess_config
+    from parking_ml.model.recipe import preprocess_config
 
     (tmp_path / "tiles").mkdir()
     (tmp_path / "masks").mkdir()
@@ -153,7 +155,7 @@ def test_speck_filter_is_a_tenth_of_the_median_space_at_the_model_gsd(tmp_path):
 
 
 def test_cv_objective_is_the_profile_choice_else_the_gate_metric_and_typos_are_refused():
-    from parking_ml.model.tune import cv_objective
+    from parking_ml.model.recipe import cv_objective
 
     assert cv_objective(get_profile("demo"), Settings()) == "free_ap"
     assert cv_objective(get_profile("smoke"), Settings(objective_metric="iou_free")) == "iou_free"
@@ -193,7 +195,7 @@ def test_a_study_is_resumed_only_from_the_same_starting_weights(tmp_path):
 
 def test_a_cpu_without_bf16_trains_the_profiles_fp32_decoder(make_settings):
     from parking_ml.model.profiles import decoder_for
-    from parking_ml.model.tune import decoder_channels, new_model
+    from parking_ml.model.recipe import decoder_channels, new_model
 
     demo = get_profile("demo")
     assert demo.fp32_cpu_decoder_channels is not None

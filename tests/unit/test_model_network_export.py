@@ -92,7 +92,7 @@ def test_local_encoder_weights_load_and_mismatch_is_clear(tmp_path):
 def test_network_weights_start_a_fit_and_mismatch_is_clear(tmp_path):
     from parking_ml.config import Settings
     from parking_ml.model.profiles import get_profile
-    from parking_ml.model.tune import default_params, new_model
+    from parking_ml.model.recipe import default_params, new_model
 
     profile = get_profile("smoke")
     params = default_params(profile)
@@ -121,7 +121,7 @@ def test_a_network_started_from_trained_weights_fits_at_the_profiles_fraction_of
 
     from parking_ml.config import Settings
     from parking_ml.model.profiles import get_profile
-    from parking_ml.model.tune import default_params, fit_config, lr_scale_for, new_model
+    from parking_ml.model.recipe import default_params, fit_config, lr_scale_for, new_model
 
     profile = dataclasses.replace(get_profile("smoke"), pretrained_lr_scale=0.25)
     params = {**default_params(profile), "optimizer": "muon", "muon_lr": 0.08}
@@ -146,7 +146,7 @@ def test_the_demo_starts_from_the_shipped_weights_of_its_decoder(tmp_path, caplo
     from parking_ml.config import Settings
     from parking_ml.model.network import WeightsMismatchError
     from parking_ml.model.profiles import get_profile
-    from parking_ml.model.tune import default_params, init_weights_path, new_model
+    from parking_ml.model.recipe import default_params, init_weights_path, new_model
 
     demo = get_profile("demo")
     params = default_params(demo)

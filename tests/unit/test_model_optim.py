@@ -22,8 +22,8 @@ from parking_ml.model.optim import (
     orthogonalise_fp32,
 )
 from parking_ml.model.profiles import PROFILES, SearchSpace
+from parking_ml.model.recipe import default_params, fit_config, suggest
 from parking_ml.model.train import FitConfig, _replan, fit
-from parking_ml.model.tune import default_params, fit_config, suggest
 
 
 def _net() -> nn.Sequential:

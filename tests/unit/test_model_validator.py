@@ -12,6 +12,7 @@ from parking_ml.inference import OnnxSegmenter, PreprocessConfig, predict
 from parking_ml.model.export import export_onnx
 from parking_ml.model.metrics import evaluate
 from parking_ml.model.train import TorchSegmenter, ValTile, make_validator
+from tests.fakes.scenes import lot
 
 
 class GreenIsFree(nn.Module):
@@ -31,14 +32,20 @@ class GreenIsFree(nn.Module):
 
 
 def _tile(seed: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    rgb = np.full((size, size, 3), 100, np.uint8) + rng.integers(0, 10, (size, size, 3), dtype=np.uint8)
-    truth = np.zeros((size, size), np.uint8)
-    for k, x in enumerate(range(8, size - 16, 20)):
-        status = 1 if (k + seed) % 3 else 2
-        rgb[10:40, x : x + 12] = (30, 220, 30) if status == 1 else (220, 30, 30)
-        truth[10:40, x : x + 12] = status
-    truth[:, -4:] = 255
+    rgb, truth, _ = lot(
+        size,
+        seed=seed,
+        stall=(12, 30),
+        rows=(10,),
+        left=8,
+        gap=8,
+        right=16,
+        base=100,
+        spread=10,
+        colours=((30, 220, 30), (220, 30, 30)),
+        phase=seed,
+        ignore_right=4,
+    )
     return rgb, truth
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.fakes import REPO
 
 
 def _recipe(steps: int, seed: int) -> dict:

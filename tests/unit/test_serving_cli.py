@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from parking_ml.cli import app
 from parking_ml.inference import OnnxSegmenter, PreprocessConfig, predict
-from tests.unit.test_inference_core import lot_image, write_color_net
+from tests.fakes.packages import write_color_net
+from tests.fakes.scenes import lot_image
 
 
 def test_predict_command_writes_geojson_and_masks(tmp_path, monkeypatch):

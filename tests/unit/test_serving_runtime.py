@@ -111,7 +111,7 @@ def test_registry_down_later_keeps_serving_current_model(tmp_path, monkeypatch):
     from parking_ml.config import Settings
     from parking_ml.inference import PreprocessConfig
     from serving.holder import ModelHolder
-    from tests.unit.test_inference_core import write_color_net
+    from tests.fakes.packages import write_color_net
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with socket.socket() as sock:
@@ -145,7 +145,7 @@ def test_the_api_serves_the_package_tta_unless_parking_tta_overrides_it(tmp_path
     from parking_ml.config import Settings
     from parking_ml.inference import PreprocessConfig
     from serving.holder import ModelHolder
-    from tests.unit.test_inference_core import write_color_net
+    from tests.fakes.packages import write_color_net
 
     pkg = tmp_path / "model"
     pkg.mkdir()

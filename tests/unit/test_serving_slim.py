@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.unit.test_inference_core import write_color_net
+from tests.fakes.packages import write_color_net
 
 SCRIPT = textwrap.dedent(
     """

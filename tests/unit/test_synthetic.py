@@ -11,17 +11,17 @@ import pytest
 from typer.testing import CliRunner
 
 from parking_ml.cli import app
-from parking_ml.commands.synth import parse_gsd
-from parking_ml.data import synth_render as render
-from parking_ml.data.synthetic import (
+from parking_ml.cli.synth import parse_gsd
+from parking_ml.synth import (
     STYLES,
     SiteRenderer,
     generate_dataset,
     generate_tile,
-    rasterise,
     read_geojson_mask,
     render_contact_sheet,
 )
+from parking_ml.synth.dataset import rasterise
+from parking_ml.synth.ground import render_static
 
 FREE, OCCUPIED, IGNORE = 1, 2, 255
 
@@ -285,7 +285,7 @@ def test_stalls_mostly_under_canopy_are_ignored() -> None:
 
 
 def test_stalls_of_a_lot_whose_paint_does_not_show_are_ignored() -> None:
-    from parking_ml.data.synthetic import FAINT_VISIBILITY, _site_labels, paint_visibility
+    from parking_ml.synth.dataset import FAINT_VISIBILITY, _site_labels, paint_visibility
 
     sr = SiteRenderer(99, 21, 256, 0.1, "site-0021")
     assert sr.site.stalls and paint_visibility(sr.site, sr.static) > 3 * FAINT_VISIBILITY
@@ -294,7 +294,7 @@ def test_stalls_of_a_lot_whose_paint_does_not_show_are_ignored() -> None:
     assert (t.mask == FREE).any() or (t.mask == OCCUPIED).any()
     # the same lot with its paint worn to a trace: the lines no longer stand out from the pavement's texture
     sr.site.paint_opacity = 0.03
-    faint = render.render_static(sr.site, np.random.default_rng(1))
+    faint = render_static(sr.site, np.random.default_rng(1))
     assert paint_visibility(sr.site, faint) < FAINT_VISIBILITY
     _, _, reasons, _, visibility = _site_labels(sr.site, faint)
     assert reasons and visibility < FAINT_VISIBILITY

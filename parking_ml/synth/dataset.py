@@ -1,7 +1,7 @@
 """Synthetic satellite tiles of parking lots with exact stall labels (the platform's training data source).
 
 A *site* is one lot with its surroundings (layout, paint, trees, buildings, ground sample distance), drawn
-by :mod:`parking_ml.data.synth_layout` and rendered by :mod:`parking_ml.data.synth_render`. Each site is
+by :mod:`parking_ml.synth.layout` and rendered by :mod:`parking_ml.synth.render`. Each site is
 seen on several *passes*: other parked cars, sun direction, season and sensor effects, same geometry.
 
 Output layout of :func:`generate_dataset` (what ``ingest`` reads)::
@@ -53,21 +53,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from parking_ml.data import synth_render as render
 from parking_ml.data.annotations import MIN_INSIDE
-from parking_ml.data.synth_layout import Site, build_site, sample_gsd, shrink_convex
+from parking_ml.synth.cars import Cars, sample_cars
+from parking_ml.synth.draw import draw_segments
+from parking_ml.synth.ground import Static, render_static
+from parking_ml.synth.layout import Site, build_site, sample_gsd, shrink_convex
+from parking_ml.synth.render import STYLES, render_pass, sample_pass
 
 logger = logging.getLogger(__name__)
 
-STYLES = render.STYLES
 FREE, OCCUPIED, IGNORE = 1, 2, 255
 MAX_CANOPY = 0.50
 SHRINK_M = 0.30
 SHRINK_MIN_PX = 2.0
-# paint_visibility below this: the site's markings do not show, its stalls are ignored ("faint"). Measured on
-# 96 lots (seed 99): every lot under 2.0 that was looked at showed no markings at 1.5x zoom (white paint on
-# light concrete, or haze over worn paint), and a model trained on 48 other lots scored free IoU 0.0-0.58 on
-# them (0.2 typical); the faintest lots above it (2.2: faint yellow and white lines) can be seen
+# why: below this paint_visibility a lot's markings do not show, so its stalls are ignored ("faint")
+# (docs/experiments/label-ignore-rules.md)
 FAINT_VISIBILITY = 2.0
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -150,7 +150,7 @@ def rasterise(size: int, interiors: Sequence[np.ndarray], labels: Sequence[int])
     return mask
 
 
-def paint_visibility(site: Site, static: render.Static) -> float:
+def paint_visibility(site: Site, static: Static) -> float:
     """How well the site's stall markings stand out from the pavement around them: the colour distance
     between the median painted pixel and the median unpainted pavement pixel next to the lines, in units
     of that pavement's own brightness spread (1.4826 x median absolute deviation of luminance: its stains,
@@ -158,7 +158,7 @@ def paint_visibility(site: Site, static: render.Static) -> float:
     if not site.lines:
         return 0.0
     canvas = np.zeros((site.size, site.size), np.uint8)
-    render.draw_segments(canvas, site.lines, site.paint_width_px)
+    draw_segments(canvas, site.lines, site.paint_width_px)
     paved = static.material == site.pavement
     line = (canvas >= max(1, int(canvas.max()) // 2)) & paved
     ring = cv2.dilate(canvas, np.ones((7, 7), np.uint8)) > 0
@@ -172,9 +172,7 @@ def paint_visibility(site: Site, static: render.Static) -> float:
     return contrast / max(spread, 1.0)
 
 
-def _site_labels(
-    site: Site, static: render.Static
-) -> tuple[list[int], list[np.ndarray], list[str], list[float], float]:
+def _site_labels(site: Site, static: Static) -> tuple[list[int], list[np.ndarray], list[str], list[float], float]:
     """Stalls that touch the tile: indices, interiors, why each is ignored ("", "edge", "canopy" or
     "faint") and its share inside the tile; then the site's paint visibility."""
     canopy = static.canopy
@@ -223,11 +221,11 @@ def _occupancy_rate(rng: np.random.Generator) -> float:
     return float(rng.uniform(0.05, 0.95))
 
 
-def _cars_for_pass(site: Site, rng: np.random.Generator, rate: float) -> tuple[render.Cars, np.ndarray]:
+def _cars_for_pass(site: Site, rng: np.random.Generator, rate: float) -> tuple[Cars, np.ndarray]:
     """Parked cars for the occupied stalls plus a few moving ones; returns (cars, occupied per stall)."""
     g = site.gsd
     n = len(site.stalls)
-    parts = [render.sample_cars(rng, 0, g)]
+    parts = [sample_cars(rng, 0, g)]
     occupied = np.zeros(n, bool)
     if n:
         centres = np.stack([s.outline for s in site.stalls]).mean(axis=1)
@@ -241,7 +239,7 @@ def _cars_for_pass(site: Site, rng: np.random.Generator, rate: float) -> tuple[r
         if rate < 0.02:
             occupied[:] = False
         sel = np.flatnonzero(occupied)
-        cars = render.sample_cars(rng, len(sel), g)
+        cars = sample_cars(rng, len(sel), g)
         sloppy = rng.uniform(0.5, 2.5)  # some lots and days are parked neatly, others not
         ang = np.radians(rng.normal(0, 2.0 * sloppy, len(sel)))
         ax = axes[sel]
@@ -271,29 +269,29 @@ def _cars_for_pass(site: Site, rng: np.random.Generator, rate: float) -> tuple[r
         if not inside.any():
             continue
         pos = pos[inside]
-        movers = render.sample_cars(rng, len(pos), g, truck_share=0.15)
+        movers = sample_cars(rng, len(pos), g, truck_share=0.15)
         sign = np.where(rng.random(len(pos)) < 0.5, 1.0, -1.0)[:, None]
         normal = np.array([-lane[1], lane[0]])
         offset = max(0.0, min(0.22 * width, width / 2 - 3.6)) / g
         movers.heading = lane[None, :] * sign
         movers.centre = pos + normal[None, :] * sign * offset
         parts.append(movers)
-    return render.Cars.concat(parts), occupied
+    return Cars.concat(parts), occupied
 
 
 def _render_site_pass(
     site: Site,
-    static: render.Static,
+    static: Static,
     labelled: tuple[list[int], list[np.ndarray], list[str], list[float], float],
     rng: np.random.Generator,
     style: str,
     pass_index: int,
 ) -> SyntheticTile:
     index, interiors, ignore, shares, visibility = labelled
-    params = render.sample_pass(rng, style)
+    params = sample_pass(rng, style)
     rate = _occupancy_rate(rng)
     cars, occupied = _cars_for_pass(site, rng, rate)
-    image = render.render_pass(site, static, cars, params, rng)
+    image = render_pass(site, static, cars, params, rng)
     statuses = ["occupied" if occupied[k] else "free" for k in index]
     labels = [
         IGNORE if ig else (OCCUPIED if st == "occupied" else FREE) for st, ig in zip(statuses, ignore, strict=True)
@@ -326,7 +324,7 @@ class SiteRenderer:
     def __init__(self, seed: int, index: int, size: int, gsd: float | tuple[float, float], site_id: str) -> None:
         rng = np.random.default_rng([seed, index])
         self.site = build_site(rng, site_id, size, sample_gsd(rng, gsd), seed)
-        self.static = render.render_static(self.site, rng)
+        self.static = render_static(self.site, rng)
         self.labelled = _site_labels(self.site, self.static)
         self.seed, self.index = seed, index
 

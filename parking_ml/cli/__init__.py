@@ -1,10 +1,11 @@
-"""`parking-ml`: the platform's command line. Each verb group lives in parking_ml/commands/."""
+"""`parking-ml`: the platform's command line, one module per verb group. Heavy imports stay inside command
+bodies so that `parking-ml --help` answers fast."""
 
 from __future__ import annotations
 
 import typer
 
-from parking_ml.commands import data, demo, serve, stack, synth, train
+from parking_ml.cli import data, demo, serve, stack, synth, train
 
 app = typer.Typer(
     name="parking-ml",

@@ -11,7 +11,7 @@ def _print_status(settings) -> bool:
     from rich.console import Console
     from rich.table import Table
 
-    from parking_ml import stack
+    from parking_ml.ops import stack
 
     rows = stack.status(settings)
     table = Table(title=f"parking-ml stack ({settings.home})")
@@ -47,9 +47,9 @@ def up_cmd(
     Idempotent: running components are left alone. On a failed start the log tail is printed and whatever this
     call started is stopped again.
     """
-    from parking_ml import stack
     from parking_ml.config import load_settings
     from parking_ml.logs import configure_logging
+    from parking_ml.ops import stack
 
     configure_logging()
     settings = load_settings()
@@ -66,9 +66,9 @@ def down_cmd(
     timeout: float = typer.Option(20.0, help="seconds to wait after SIGTERM before SIGKILL"),
 ) -> None:
     """Stop every stack component by PID (SIGTERM, then SIGKILL after --timeout); leaves no process behind."""
-    from parking_ml import stack
     from parking_ml.config import load_settings
     from parking_ml.logs import configure_logging
+    from parking_ml.ops import stack
 
     configure_logging()
     stack.down(load_settings(), timeout_s=timeout)

@@ -28,7 +28,7 @@ from parking_ml.config import Settings
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class StackError(RuntimeError):

@@ -46,6 +46,50 @@ def serve(
     run_server(host or settings.host, port or settings.api_port, workers, log_level)
 
 
+def _load_segmenter(console, settings, model_dir: Path | None, model_uri: str | None, tmp: Path, threads: int):
+    """The package of --model-dir, else of --model-uri (or the settings' model) fetched into ``tmp``, loaded;
+    typer.Exit(2) with the reason when it cannot be."""
+    from parking_ml.inference import OnnxSegmenter
+
+    source = model_dir or (None if model_uri else settings.model_dir)
+    if source is None:
+        from parking_ml.model.package import download_package
+        from serving.server import mlflow_client_defaults
+
+        mlflow_client_defaults()
+        uri = model_uri or f"models:/{settings.model_name}@{settings.model_alias}"
+        console.print(f"fetching {uri} from {settings.mlflow_tracking_uri}")
+        try:
+            source = download_package(uri, tmp / "model", tracking_uri=settings.mlflow_tracking_uri)
+        except Exception as exc:
+            console.print(f"[red]error[/red]: could not fetch {uri}: {exc}\n(use --model-dir DIR offline)")
+            raise typer.Exit(2) from None
+    try:
+        return OnnxSegmenter.from_dir(source, threads=threads, tta=settings.serving_tta)
+    except FileNotFoundError as exc:
+        console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _summary_table(title: str, pred):
+    """The counts, occupancy, confidence and stage timings of a prediction as a rich table."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rate = "n/a" if pred.occupancy_rate is None else f"{pred.occupancy_rate:.1%}"
+    for label, value in (
+        ("free spaces", str(pred.free_count)),
+        ("occupied spaces", str(pred.occupied_count)),
+        ("occupancy", rate),
+        ("mean confidence", f"{pred.mean_confidence:.3f}"),
+        *((k.removesuffix("_ms") + " ms", f"{v:.1f}") for k, v in pred.timings_ms.items()),
+    ):
+        table.add_row(label, value)
+    return table
+
+
 def predict(
     image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="PNG, JPEG or (Geo)TIFF")],
     geojson: Annotated[
@@ -73,13 +117,11 @@ def predict(
     """Find parking spaces in one image with the same core as the API, without a server."""
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     from parking_ml.config import load_settings
     from parking_ml.data.images import ImageError, encode_png, read_image
-    from parking_ml.inference import OnnxSegmenter, spaces_to_geojson
     from parking_ml.inference import predict as run_predict
-    from serving.server import mlflow_client_defaults
+    from parking_ml.inference import spaces_to_geojson
 
     if model_dir is not None and model_uri is not None:
         raise typer.BadParameter("give --model-dir or --model-uri, not both")
@@ -93,23 +135,7 @@ def predict(
         raise typer.Exit(2) from None
 
     with tempfile.TemporaryDirectory(prefix="parking-predict-") as tmp:
-        source = model_dir or (None if model_uri else settings.model_dir)
-        if source is None:
-            from parking_ml.model.package import download_package
-
-            mlflow_client_defaults()
-            uri = model_uri or f"models:/{settings.model_name}@{settings.model_alias}"
-            console.print(f"fetching {uri} from {settings.mlflow_tracking_uri}")
-            try:
-                source = download_package(uri, Path(tmp) / "model", tracking_uri=settings.mlflow_tracking_uri)
-            except Exception as exc:
-                console.print(f"[red]error[/red]: could not fetch {uri}: {exc}\n(use --model-dir DIR offline)")
-                raise typer.Exit(2) from None
-        try:
-            segmenter = OnnxSegmenter.from_dir(source, threads=n_threads, tta=settings.serving_tta)
-        except FileNotFoundError as exc:
-            console.print(f"[red]error[/red]: {exc}")
-            raise typer.Exit(2) from None
+        segmenter = _load_segmenter(console, settings, model_dir, model_uri, Path(tmp), n_threads)
 
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("predicting", total=None)
@@ -119,19 +145,7 @@ def predict(
 
             pred = run_predict(segmenter, raster.rgb, image_gsd=raster.gsd or gsd, progress=on_progress)
 
-    table = Table(title=f"{image.name} ({raster.width}x{raster.height} px)")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    rate = "n/a" if pred.occupancy_rate is None else f"{pred.occupancy_rate:.1%}"
-    for label, value in (
-        ("free spaces", str(pred.free_count)),
-        ("occupied spaces", str(pred.occupied_count)),
-        ("occupancy", rate),
-        ("mean confidence", f"{pred.mean_confidence:.3f}"),
-        *((k.removesuffix("_ms") + " ms", f"{v:.1f}") for k, v in pred.timings_ms.items()),
-    ):
-        table.add_row(label, value)
-    Console().print(table)
+    Console().print(_summary_table(f"{image.name} ({raster.width}x{raster.height} px)", pred))
 
     if geojson is not None:
         georef = raster.transform is not None and raster.crs

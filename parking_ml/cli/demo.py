@@ -20,8 +20,8 @@ def _upload_batch(settings, batch: str, n: int, seed: int, size: int, gsd: tuple
     import tempfile
     from pathlib import Path
 
-    from parking_ml.data.synthetic import generate_dataset
     from parking_ml.lake import Lake
+    from parking_ml.synth import generate_dataset
 
     lake = Lake.from_settings(settings)
     with tempfile.TemporaryDirectory(prefix="parking-demo-") as tmp:
@@ -89,7 +89,7 @@ def _follow_chain(api, console, settings, batch: str, timeout: float, timings: d
 
 
 def _print_links(console, settings, api_url: str) -> None:
-    from parking_ml import stack
+    from parking_ml.ops import stack
 
     password = stack.airflow_admin_password(settings)
     console.print(f"Airflow UI  http://{settings.host}:{settings.airflow_port}  (admin / {password})")
@@ -98,50 +98,10 @@ def _print_links(console, settings, api_url: str) -> None:
     console.print("Stop everything with: make down")
 
 
-def demo(
-    n: int = typer.Option(384, help="synthetic images in the landing batch"),
-    passes: int = typer.Option(
-        1,
-        min=1,
-        help="images per site (passes over the same lot); fewer passes, more sites: the model meets more lots",
-    ),
-    seed: int = typer.Option(7, help="generator seed (same seed, same batch: a re-run ingests nothing new)"),
-    size: int = typer.Option(512, help="image size in pixels"),
-    gsd: str = typer.Option(
-        "0.08-0.15",
-        help="ground resolution range in m/px; the default matches the ~0.1 m/px imagery the model is meant for",
-    ),
-    batch: str = typer.Option("", help="landing batch name; default demo-<seed>"),
-    timeout: float = typer.Option(3600.0, help="seconds to wait for the whole pipeline"),
-) -> None:
-    """Run the whole loop on the embedded default: synthetic batch, stack up, ingest -> preprocess -> train ->
-    promote in Airflow, then a prediction from the API serving the new champion."""
-    import httpx
-    from rich.console import Console
-
-    from parking_ml import stack
-    from parking_ml.airflow_api import AirflowApi, AirflowApiError
-    from parking_ml.config import load_settings
-    from parking_ml.logs import configure_logging
-
-    configure_logging()
-    console = Console()
-    settings = load_settings()
-    batch = batch or f"demo-{seed}"
-    timings: dict[str, float] = {}
-
-    try:
-        lo, _, hi = gsd.partition("-")
-        gsd_range = (float(lo), float(hi or lo))
-    except ValueError:
-        raise typer.BadParameter(f"--gsd must be a number or a range like 0.08-0.15, got {gsd!r}") from None
-    # the batch lands before the stack starts: the scheduler runs the hourly ingest as soon as the DAG appears,
-    # and a run that started during the upload quarantined a site's annotations whose image had not landed yet
-    console.rule(f"1/4 synthetic landing batch landing/{batch}/ ({n} images)")
-    t = time.monotonic()
-    files = _upload_batch(settings, batch, n, seed, size, gsd_range, passes)
-    timings["synth + upload"] = time.monotonic() - t
-    console.print(f"{files} files written to {settings.lake_url}/landing/{batch}/")
+def _run_pipeline(settings, console, batch: str, timeout: float, timings: dict[str, float]) -> None:
+    """Stack up, then ingest -> preprocess -> train -> promote in Airflow; typer.Exit(1) when either fails."""
+    from parking_ml.ops import stack
+    from parking_ml.ops.airflow_api import AirflowApi, AirflowApiError
 
     t0 = time.monotonic()
     console.rule("2/4 local stack")
@@ -171,6 +131,80 @@ def demo(
     finally:
         api.close()
 
+
+def _predict_unseen_tile(console, api_url: str, seed: int, size: int) -> None:
+    """Ask the API about a lot no model has seen and print its answer beside the generator's truth."""
+    import cv2
+    import httpx
+
+    from parking_ml.synth import generate_tile
+
+    # a seed far from the batch's: a lot no model has seen
+    tile = generate_tile(seed + 10_000, size=size)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(tile.image, cv2.COLOR_RGB2BGR))
+    assert ok
+    # a PNG carries no resolution: say it, as a client with a plain image would
+    resp = httpx.post(
+        f"{api_url}/v1/predict",
+        params={"gsd": tile.gsd},
+        files={"file": ("tile.png", png.tobytes(), "image/png")},
+        timeout=60,
+    )
+    body = resp.json()
+    if resp.status_code != 200:
+        typer.secho(f"prediction failed: {body}", fg="red", err=True)
+        raise typer.Exit(1)
+    console.print(
+        f"model {body['model']['name']} v{body['model']['version']}: {body['free_spaces']} free, "
+        f"{body['occupied_spaces']} occupied spaces (generator truth: {tile.free_count} free)"
+    )
+
+
+def demo(
+    n: int = typer.Option(384, help="synthetic images in the landing batch"),
+    passes: int = typer.Option(
+        1,
+        min=1,
+        help="images per site (passes over the same lot); fewer passes, more sites: the model meets more lots",
+    ),
+    seed: int = typer.Option(7, help="generator seed (same seed, same batch: a re-run ingests nothing new)"),
+    size: int = typer.Option(512, help="image size in pixels"),
+    gsd: str = typer.Option(
+        "0.08-0.15",
+        help="ground resolution range in m/px; the default matches the ~0.1 m/px imagery the model is meant for",
+    ),
+    batch: str = typer.Option("", help="landing batch name; default demo-<seed>"),
+    timeout: float = typer.Option(3600.0, help="seconds to wait for the whole pipeline"),
+) -> None:
+    """Run the whole loop on the embedded default: synthetic batch, stack up, ingest -> preprocess -> train ->
+    promote in Airflow, then a prediction from the API serving the new champion."""
+    from rich.console import Console
+
+    from parking_ml.config import load_settings
+    from parking_ml.logs import configure_logging
+
+    configure_logging()
+    console = Console()
+    settings = load_settings()
+    batch = batch or f"demo-{seed}"
+    timings: dict[str, float] = {}
+
+    try:
+        lo, _, hi = gsd.partition("-")
+        gsd_range = (float(lo), float(hi or lo))
+    except ValueError:
+        raise typer.BadParameter(f"--gsd must be a number or a range like 0.08-0.15, got {gsd!r}") from None
+    # the batch lands before the stack starts: the scheduler runs the hourly ingest as soon as the DAG appears,
+    # and a run that started during the upload quarantined a site's annotations whose image had not landed yet
+    console.rule(f"1/4 synthetic landing batch landing/{batch}/ ({n} images)")
+    t = time.monotonic()
+    files = _upload_batch(settings, batch, n, seed, size, gsd_range, passes)
+    timings["synth + upload"] = time.monotonic() - t
+    console.print(f"{files} files written to {settings.lake_url}/landing/{batch}/")
+
+    t0 = time.monotonic()
+    _run_pipeline(settings, console, batch, timeout, timings)
+
     console.rule("4/4 inference API")
     api_url = f"http://{settings.host}:{settings.api_port}"
     champion = _champion_version(settings)
@@ -191,30 +225,7 @@ def demo(
             f"the API at {api_url} does not serve v{champion}; see {settings.logs_dir}/api.log", fg="red", err=True
         )
         raise typer.Exit(1)
-    from parking_ml.data.synthetic import generate_tile
-
-    # a seed far from the batch's: a lot no model has seen
-    tile = generate_tile(seed + 10_000, size=size)
-    import cv2
-
-    ok, png = cv2.imencode(".png", cv2.cvtColor(tile.image, cv2.COLOR_RGB2BGR))
-    assert ok
-    # a PNG carries no resolution: say it, as a client with a plain image would
-    resp = httpx.post(
-        f"{api_url}/v1/predict",
-        params={"gsd": tile.gsd},
-        files={"file": ("tile.png", png.tobytes(), "image/png")},
-        timeout=60,
-    )
-    body = resp.json()
-    if resp.status_code != 200:
-        typer.secho(f"prediction failed: {body}", fg="red", err=True)
-        raise typer.Exit(1)
-    truth_free = tile.free_count
-    console.print(
-        f"model {body['model']['name']} v{body['model']['version']}: {body['free_spaces']} free, "
-        f"{body['occupied_spaces']} occupied spaces (generator truth: {truth_free} free)"
-    )
+    _predict_unseen_tile(console, api_url, seed, size)
     timings["total"] = time.monotonic() - t0
     console.rule("done")
     for stage, secs in timings.items():

@@ -3,7 +3,7 @@
 The lot is designed in metres in a lot frame (u along the aisles, v across them), then rotated, scaled by
 the site's ground sample distance and placed so that the tile may show the whole lot, a part of it cut by
 the tile edge, or mostly its surroundings. Everything here is static for a site; what changes between
-passes (cars, sun, light, weather) is decided in :mod:`parking_ml.data.synth_render`.
+passes (cars, sun, light, weather) is decided in :mod:`parking_ml.synth.render`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# materials of the static ground map (index into the colour tables of synth_render)
+# materials of the static ground map (index into the colour tables of synth.ground)
 GRASS, SOIL, ASPHALT, CONCRETE, ROAD, ISLAND, ROOF = range(7)
 
 
@@ -173,6 +173,7 @@ def build_site(rng: np.random.Generator, site_id: str, size: int, gsd: float, se
     return site
 
 
+# long: one site's random draws in their fixed order; split, the parts would pass a dozen locals (same seed, same lot)
 def _build_once(rng: np.random.Generator, site_id: str, size: int, gsd: float, seed: int) -> Site:
     tile_m = size * gsd
     if rng.random() < 0.4:  # many lots are aligned to the image grid (north-up cities)
@@ -397,6 +398,7 @@ def _inset(poly: np.ndarray, d: float) -> np.ndarray:
     return shrink_convex(poly, d)
 
 
+# long: one site's random draws in their fixed order; split, the parts would pass a dozen locals (same seed, same lot)
 def _surroundings(
     rng: np.random.Generator, b: _Builder, u0: float, u1: float, v0: float, v1: float, tile_m: float
 ) -> None:

@@ -73,13 +73,13 @@ def preprocess(
     The version is a hash of the raw images, their labels and these settings: the same inputs give the same
     version and nothing is rewritten. processed/LATEST names the newest version. Prints a JSON summary.
     """
-    from parking_ml.data.preprocess import PreprocessConfig
+    from parking_ml.data.preprocess import TilingConfig
     from parking_ml.data.preprocess import preprocess as run_preprocess
     from parking_ml.lake import Lake
 
     settings = _settings(tile_size=tile_size, tile_overlap=tile_overlap, target_gsd=target_gsd, folds=folds)
     try:
-        config = PreprocessConfig.from_settings(settings)
+        config = TilingConfig.from_settings(settings)
         summary = run_preprocess(Lake.from_settings(settings), config, progress=True)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -1,9 +1,4 @@
-"""Tiny fake landing data for data-pipeline tests (independent of the synthetic generator).
-
-A scene is asphalt with a row of rectangular stalls; occupied ones carry a bright "car". Stall rectangles have
-integer corners and the mask is painted with numpy slicing (corners included), so it checks the polygon
-rasteriser instead of repeating it.
-"""
+"""Fake landing batches: scenes (see scenes.scene) encoded as PNG with mask, GeoJSON or COCO labels."""
 
 from __future__ import annotations
 
@@ -13,27 +8,7 @@ import cv2
 import numpy as np
 
 from parking_ml.lake import Lake
-
-
-def scene(size: int = 128, seed: int = 0, width: int | None = None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """(rgb uint8 H x W x 3, mask uint8 H x W, stalls [{"rect": (x0, y0, x1, y1), "status": ...}])."""
-    h, w = size, width or size
-    rng = np.random.default_rng(seed)
-    rgb = np.clip(rng.normal(90, 8, (h, w, 3)), 0, 255).astype(np.uint8)
-    mask = np.zeros((h, w), np.uint8)
-    stalls = []
-    sw, sh = max(8, w // 8), max(16, h // 4)
-    y0 = h // 4
-    for i, x0 in enumerate(range(4, w - sw, sw + 4)):
-        status = "occupied" if (i + seed) % 3 == 0 else "free"
-        x1, y1 = x0 + sw - 1, y0 + sh - 1
-        if status == "occupied":
-            rgb[y0 + 2 : y1 - 1, x0 + 2 : x1 - 1] = (200, 30 + 10 * i, 40)
-        else:
-            rgb[y0 : y1 + 1, x0] = 230
-        mask[y0 : y1 + 1, x0 : x1 + 1] = 1 if status == "free" else 2
-        stalls.append({"rect": (x0, y0, x1, y1), "status": status})
-    return rgb, mask, stalls
+from tests.fakes.scenes import scene, stall_features
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
@@ -45,18 +20,8 @@ def png_bytes(arr: np.ndarray) -> bytes:
 
 
 def geojson_bytes(stalls: list[dict]) -> bytes:
-    features = []
-    for s in stalls:
-        x0, y0, x1, y1 = s["rect"]
-        ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
-        features.append(
-            {
-                "type": "Feature",
-                "properties": {"status": s["status"]},
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-            }
-        )
-    return json.dumps({"type": "FeatureCollection", "coordinate_space": "pixel", "features": features}).encode()
+    doc = {"type": "FeatureCollection", "coordinate_space": "pixel", "features": stall_features(stalls)}
+    return json.dumps(doc).encode()
 
 
 def coco_bytes(stalls: list[dict], file_name: str, size: tuple[int, int], bbox_only: bool = False) -> bytes:

@@ -32,7 +32,7 @@ def train(
     Rerunning resumes the stored study (PARKING_OPTUNA_STORAGE): finished trials are not repeated.
     Runs are tracked in MLflow (MLFLOW_TRACKING_URI): study -> trials -> folds, plus a final-fit run.
     """
-    from parking_ml.model.tune import run_training
+    from parking_ml.model.final_fit import run_training
 
     settings = _settings(profile=profile)
     _echo(run_training(settings, n_trials=n_trials, dataset_version=dataset_version))

@@ -1,0 +1,280 @@
+"""Post-processing: the class map of a probability map and its counted parking spaces (specks dropped,
+merged neighbours split, spaces grown back to their edges), and `predict`, image in, spaces out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from parking_ml.inference.contract import STATUS_BY_CLASS, Prediction, PreprocessConfig, Space
+from parking_ml.inference.segmenter import ProgressFn, Segmenter
+
+
+def _component_polygon(component: np.ndarray, x0: int, y0: int) -> list[list[float]]:
+    """Oriented rectangle around a component, in pixel-edge coordinates of the full image."""
+    import cv2
+
+    contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float32)
+    # contour points are pixel indices; their four corners make the rectangle cover whole pixels
+    corners = np.concatenate([pts + np.float32(d) for d in ((0, 0), (1, 0), (0, 1), (1, 1))]).astype(np.float32)
+    box = cv2.boxPoints(cv2.minAreaRect(corners))
+    box += (x0, y0)
+    # a closed ring, as GeoJSON wants
+    ring = [[round(float(px), 2), round(float(py), 2)] for px, py in box]
+    ring.append(list(ring[0]))
+    return ring
+
+
+# why: a component holding several confident cores is several merged spaces (docs/experiments/space-split-cores.md)
+CORE_PROB = 0.8
+_NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1), (0, -1), (-1, 0), (-1, -1), (-1, 1))
+
+
+def split_merged(binary: np.ndarray, prob: np.ndarray, min_core: int, core_prob: float = CORE_PROB) -> np.ndarray:
+    """Pixels to clear so that a component of ``binary`` holding two or more *cores* (4-connected pixels of
+    ``prob`` >= core_prob, at least ``min_core`` px each) falls apart into one space per core.
+
+    Two free stalls whose painted line the network half sees come out as one blob with two peaks of
+    probability. Each pixel of such a component goes to its nearest core, and where two cores' pixels meet,
+    the higher-numbered side's pixels are cleared: a line 1 px wide that 8-connected counting does not cross.
+    Bool H x W, True where a pixel is to become background."""
+    import cv2
+
+    carve = np.zeros(binary.shape, dtype=bool)
+    cores = (binary & (prob >= core_prob)).view(np.uint8)
+    n, core_labels, core_stats, _ = cv2.connectedComponentsWithStats(cores, connectivity=4)
+    if n <= 2:
+        return carve
+    big = core_stats[:, cv2.CC_STAT_AREA] >= min_core
+    big[0] = False
+    if big.sum() < 2:
+        return carve
+    m, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
+    # cores per component: a component is only worked on (in its bounding box) when it holds two or more.
+    # A core lies in one component, so the mean component label over its pixels is that component (a sum per
+    # label: sorting every core pixel was slow on large images)
+    on_core = core_labels > 0
+    label_sum = np.bincount(core_labels[on_core], weights=labels[on_core], minlength=n)
+    owner = np.rint(label_sum / np.maximum(core_stats[:, cv2.CC_STAT_AREA], 1)).astype(np.int64)
+    per_component = np.bincount(owner[big], minlength=m)
+    for k in np.flatnonzero(per_component >= 2):
+        x0, y0, w, h = (int(v) for v in stats[k, :4])
+        inside = labels[y0 : y0 + h, x0 : x0 + w] == k
+        seeds = big[core_labels[y0 : y0 + h, x0 : x0 + w]] & inside
+        _, nearest = cv2.distanceTransformWithLabels(
+            (~seeds).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP
+        )
+        nearest = np.where(inside, nearest, 0)
+        padded = np.pad(nearest, 1)
+        cut = np.zeros_like(inside)
+        for dy, dx in _NEIGHBOURS:
+            other = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+            cut |= (other > 0) & (other < nearest)
+        carve[y0 : y0 + h, x0 : x0 + w] |= cut
+    return carve
+
+
+# why: a component of OVERSIZE x the image's typical space is several stalls the cores did not part; it is split
+# at the first of SPLIT_LEVELS that parts it, typical spaces never (docs/experiments/oversize-split.md)
+OVERSIZE = 1.6
+SPLIT_LEVELS = (0.85, 0.9, 0.93, 0.96, 0.98, 0.99)
+# a median of fewer spaces than this says nothing of the image's stall size
+MIN_SPACES_FOR_TYPICAL = 3
+
+
+def typical_space_area(component_areas: Sequence[np.ndarray], min_area: int) -> float | None:
+    """Median pixel area of the spaces (components of at least ``min_area`` px; one array of component areas
+    per class), or None when there are fewer than MIN_SPACES_FOR_TYPICAL."""
+    every = np.concatenate([np.asarray(a)[np.asarray(a) >= min_area] for a in component_areas])
+    return float(np.median(every)) if every.size >= MIN_SPACES_FOR_TYPICAL else None
+
+
+def split_oversized(
+    labels: np.ndarray,
+    stats: np.ndarray,
+    prob: np.ndarray,
+    min_core: int,
+    typical_area: float,
+    levels: Sequence[float] = SPLIT_LEVELS,
+) -> np.ndarray:
+    """Pixels to clear so that each component (``labels`` and ``stats`` of cv2.connectedComponentsWithStats)
+    of at least OVERSIZE x ``typical_area`` px falls apart at the first core level (see split_merged) that
+    parts it in two or more. Bool H x W."""
+    import cv2
+
+    carve = np.zeros(labels.shape, dtype=bool)
+    oversized = stats[:, cv2.CC_STAT_AREA] >= OVERSIZE * typical_area
+    oversized[0] = False  # label 0 is everything else
+    for k in np.flatnonzero(oversized):
+        x0, y0, w, h = (int(v) for v in stats[k, :4])
+        inside = labels[y0 : y0 + h, x0 : x0 + w] == k
+        window = prob[y0 : y0 + h, x0 : x0 + w]
+        for level in levels:
+            cut = split_merged(inside, window, min_core, core_prob=level)
+            if cut.any() and cv2.connectedComponents((inside & ~cut).view(np.uint8), connectivity=8)[0] > 2:
+                carve[y0 : y0 + h, x0 : x0 + w] |= cut
+                break
+    return carve
+
+
+# rows of a raster grown at once (see grow_spaces)
+GROW_BLOCK_ROWS = 1024
+
+
+# why: the gap weight pulls predicted edges inwards; growing into the narrowly-background pixels gives them back
+# (docs/experiments/free-growth.md)
+def grow_spaces(labels: np.ndarray, room: np.ndarray, steps: int) -> np.ndarray:
+    """``labels`` (int, 0 background, one label per space) grown ``steps`` times by one pixel into the True
+    pixels of ``room``: a pixel joins the space beside it when no other space lies within 2 px of it, so two
+    spaces never touch (8-connected) and the count stays what it was. Row blocks with a halo of 2 px a step
+    bound the memory on a large raster; the result is the same as in one piece."""
+    import cv2
+
+    out = labels.copy()
+    if steps <= 0 or not room.any():
+        return out
+    halo = 2 * steps
+    k3, k5 = np.ones((3, 3), np.uint8), np.ones((5, 5), np.uint8)
+    far = np.float32(np.iinfo(np.int32).max)
+    h = labels.shape[0]
+    for r0 in range(0, h, GROW_BLOCK_ROWS):
+        r1 = min(h, r0 + GROW_BLOCK_ROWS)
+        a, b = max(0, r0 - halo), min(h, r1 + halo)
+        # float32 holds labels exactly up to 2**24, and OpenCV's min/max filters take it (not int32)
+        lab = labels[a:b].astype(np.float32)
+        free_room = room[a:b] & (lab == 0)
+        for _ in range(steps):
+            beside = cv2.dilate(lab, k3)
+            only = cv2.dilate(lab, k5) == cv2.erode(np.where(lab > 0, lab, far), k5)
+            join = free_room & (beside > 0) & only
+            if not join.any():
+                break
+            lab[join] = beside[join]
+            free_room &= ~join
+        out[r0:r1] = lab[r0 - a : r0 - a + (r1 - r0)].astype(out.dtype)
+    return out
+
+
+def _argmax_classes(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(argmax over axis 0 as uint8, max over axis 0): numpy's argmax along the first axis of a
+    C x H x W array is several times slower than C-1 elementwise comparisons. Ties go to the lower class,
+    as with argmax."""
+    top = probs[0].copy()
+    label = np.zeros(probs.shape[1:], dtype=np.uint8)
+    for c in range(1, probs.shape[0]):
+        better = probs[c] > top
+        label[better] = c
+        np.maximum(top, probs[c], out=top)
+    return label, top
+
+
+def _clean_class(mask: np.ndarray, probs: np.ndarray, cls: int, min_area: int, steps: int, grow_prob: float) -> None:
+    """In place on ``mask``: class ``cls``'s specks dropped, merged neighbours split, spaces grown ``steps`` px."""
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
+    if n <= 1:
+        return
+    small = stats[:, cv2.CC_STAT_AREA] < min_area
+    small[0] = False  # label 0 is everything else
+    if small.any():
+        # tiny specks are noise, not spaces: drop them from the map too so map and counts agree;
+        # one vectorised pass, as a noisy map can hold tens of thousands of them
+        mask[small[labels]] = 0
+    carve = split_merged(mask == cls, probs[cls], min_area)
+    carved = bool(carve.any())
+    if carved:
+        mask[carve] = 0
+    if steps > 0:
+        if small.any() or carved:
+            # the specks and cuts above are gone from the map but not from these labels
+            _, labels = cv2.connectedComponents((mask == cls).view(np.uint8), connectivity=8)
+        grown = grow_spaces(labels, (mask == 0) & (probs[cls] >= grow_prob), steps)
+        mask[(grown > 0) & (labels == 0)] = cls
+
+
+def postprocess(probs: np.ndarray, config: PreprocessConfig, image_gsd: float | None = None) -> Prediction:
+    """Class map and counted spaces from C x H x W probabilities."""
+    import cv2
+
+    if probs.ndim != 3:
+        raise ValueError(f"expected C x H x W probabilities, got shape {probs.shape}")
+    # row blocks: argmax's int64 and max's float copies of a 100 MP raster would cost gigabytes at once
+    mask = np.empty(probs.shape[1:], dtype=np.uint8)
+    conf_sum = 0.0
+    for r in range(0, probs.shape[1], 1024):
+        best, conf = _argmax_classes(probs[:, r : r + 1024])
+        mask[r : r + 1024] = best
+        conf_sum += float(conf.sum(dtype=np.float64))
+    min_area = config.min_area_for(image_gsd)
+    steps = config.grow_px_for(image_gsd)
+    for cls in STATUS_BY_CLASS:
+        if cls < probs.shape[0]:
+            _clean_class(mask, probs, cls, min_area, steps, config.grow_prob[cls - 1])
+    found: list[tuple[float, float, str, float, int, list[list[float]]]] = []
+    # one labelling per class serves the typical size, the split and the spaces (again only where it cut)
+    components = {
+        cls: cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
+        for cls in STATUS_BY_CLASS
+        if cls < probs.shape[0]
+    }
+    typical = typical_space_area([c[2][1:, cv2.CC_STAT_AREA] for c in components.values()], min_area)
+    for cls, (n, labels, stats, centroids) in components.items():
+        status = STATUS_BY_CLASS[cls]
+        if typical is not None:
+            carve = split_oversized(labels, stats, probs[cls], min_area, typical)
+            if carve.any():
+                mask[carve] = 0
+                n, labels, stats, centroids = cv2.connectedComponentsWithStats(
+                    (mask == cls).view(np.uint8), connectivity=8
+                )
+        for k in range(1, n):
+            x0, y0, bw, bh, area = (int(v) for v in stats[k])
+            roi = labels[y0 : y0 + bh, x0 : x0 + bw] == k
+            conf = float(probs[cls, y0 : y0 + bh, x0 : x0 + bw][roi].mean())
+            cx, cy = centroids[k]
+            found.append((float(cy), float(cx), status, conf, area, _component_polygon(roi, x0, y0)))
+    found.sort(key=lambda f: (round(f[0]), f[1]))
+    spaces = [
+        Space(id=i + 1, status=s, confidence=round(c, 4), area_px=a, polygon=poly)
+        for i, (_, _, s, c, a, poly) in enumerate(found)
+    ]
+    free = sum(1 for s in spaces if s.status == "free")
+    occupied = len(spaces) - free
+    total = free + occupied
+    return Prediction(
+        mask=mask,
+        spaces=spaces,
+        free_count=free,
+        occupied_count=occupied,
+        occupancy_rate=round(occupied / total, 4) if total else None,
+        mean_confidence=conf_sum / max(1, mask.size),
+        free_fraction=float((mask == 1).mean()),
+    )
+
+
+def predict(
+    segmenter: Segmenter,
+    rgb: np.ndarray,
+    image_gsd: float | None = None,
+    progress: ProgressFn | None = None,
+    keep_free_prob: bool = False,
+) -> Prediction:
+    """Image in, counted spaces out, with per-stage timings in milliseconds.
+
+    ``keep_free_prob`` also keeps the free class's probability map (for evaluation, not for the API)."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    probs = segmenter.predict_probs(rgb, progress=progress, timings=timings, image_gsd=image_gsd)
+    t1 = time.perf_counter()
+    pred = postprocess(probs, segmenter.config, image_gsd=image_gsd)
+    t2 = time.perf_counter()
+    timings["postprocess_ms"] = (t2 - t1) * 1000
+    timings["total_ms"] = (t2 - t0) * 1000
+    pred.timings_ms = {k: round(v, 2) for k, v in timings.items()}
+    if keep_free_prob:
+        pred.free_prob = probs[1].astype(np.float16)
+    return pred

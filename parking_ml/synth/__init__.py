@@ -1,0 +1,22 @@
+"""The synthetic data source: parking-lot sites laid out (`layout`), drawn (`draw`, `ground`, `cars`,
+`render`) and written as a landing batch with exact labels (`dataset`)."""
+
+from parking_ml.synth.dataset import (
+    SiteRenderer,
+    SyntheticTile,
+    generate_dataset,
+    generate_tile,
+    read_geojson_mask,
+    render_contact_sheet,
+)
+from parking_ml.synth.render import STYLES
+
+__all__ = [
+    "STYLES",
+    "SiteRenderer",
+    "SyntheticTile",
+    "generate_dataset",
+    "generate_tile",
+    "read_geojson_mask",
+    "render_contact_sheet",
+]
