@@ -127,3 +127,9 @@ def bench_train():
 def pretrain_demo():
     """scripts/pretrain_demo.py (its heavy imports wait inside main())."""
     return _script_module("pretrain_demo", REPO / "scripts" / "pretrain_demo.py")
+
+
+@pytest.fixture(scope="session")
+def check_deploy():
+    """scripts/check_deploy.py, the offline deployment checks that `make check-deploy` runs."""
+    return _script_module("check_deploy", REPO / "scripts" / "check_deploy.py")

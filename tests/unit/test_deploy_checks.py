@@ -14,15 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import _script_module
-
 REPO = Path(__file__).resolve().parents[2]
 GROUPS_WITHOUT_CHECKOV = ("hadolint", "compose", "chart", "argocd")
-
-
-@pytest.fixture(scope="session")
-def check_deploy():
-    return _script_module("check_deploy", REPO / "scripts" / "check_deploy.py")
 
 
 @pytest.fixture
