@@ -13,6 +13,7 @@ from parking_ml.data.ingest import RAW_MANIFEST, ingest, read_raw_manifest, read
 from parking_ml.data.preprocess import PreprocessConfig, preprocess
 from parking_ml.data.processed import latest_version, load_manifest, materialize
 from parking_ml.lake import Lake
+from tests.conftest import new_dag
 from tests.fakes_data import geojson_bytes, png_bytes, scene, write_landing
 
 pytestmark = pytest.mark.integration
@@ -130,15 +131,6 @@ def test_ingest_dag_takes_s3_credentials_from_airflow_connection(airflow_home, m
     dr = ingest_dag.test()
     assert str(dr.state) == "success", _states(dr)
     assert writer.exists(RAW_MANIFEST) and len(read_raw_manifest(writer)) == 2
-
-
-def new_dag(dag_id: str):
-    """A new DAG object from the DAG file's factory. Airflow's in-process dag.test() writes a run's conf into the
-    DAG's own Param objects (a worker parses the file afresh for each task), so a DAG object reused after a run
-    with conf would start the next run with that run's values."""
-    import importlib
-
-    return getattr(importlib.import_module(dag_id), dag_id)()
 
 
 def test_ingest_and_preprocess_dags_use_their_params(airflow_home, monkeypatch, tmp_path):
