@@ -193,6 +193,10 @@
     output.hidden = false;
     const rate = answer.occupancy_rate == null ? "no spaces found" : `occupancy ${formatPercent(answer.occupancy_rate)}`;
     say(`Found ${answer.free_spaces} free and ${answer.occupied_spaces} occupied spaces (${rate}).`);
+    // one column (a phone): the result is below the form, bring it into view
+    if (window.matchMedia("(max-width: 899px)").matches && results.getBoundingClientRect().top > window.innerHeight / 2) {
+      results.scrollIntoView({ block: "start" });
+    }
   }
 
   function describe(space) {
@@ -256,8 +260,8 @@
     $("facts").replaceChildren(...items);
   }
 
-  // hover (or touch) a space: its confidence next to the pointer
-  overlay.addEventListener("pointermove", (event) => {
+  // hover (or tap) a space: its confidence next to the pointer
+  function showTip(event) {
     const target = event.target;
     if (!(target instanceof SVGPolygonElement)) { tooltip.hidden = true; return; }
     const box = stage.getBoundingClientRect();
@@ -272,7 +276,9 @@
     const y = Math.max(event.clientY - box.top - tooltip.offsetHeight - 8, 4);
     tooltip.style.left = `${Math.max(4, x)}px`;
     tooltip.style.top = `${y}px`;
-  });
+  }
+  overlay.addEventListener("pointermove", showTip);
+  overlay.addEventListener("pointerdown", showTip);
   overlay.addEventListener("pointerleave", () => { tooltip.hidden = true; });
 
   function formatPercent(x) { return `${(x * 100).toFixed(1)}%`; }
