@@ -157,10 +157,11 @@ def pretrain_demo():
     return _script_module("pretrain_demo", REPO / "scripts" / "pretrain_demo.py")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """Debian's headless Chromium driven by Playwright. Missing: a skip naming the install command, or a failure
-    where the browser is required (CI, PARKING_REQUIRE_BROWSER=1)."""
+    where the browser is required (CI, PARKING_REQUIRE_BROWSER=1). Per module: Playwright's sync API keeps its own
+    event loop on the main thread while it lives, which the other tests' asyncio code should not meet."""
     reason = None
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} not found: {BROWSER_INSTALL}"
