@@ -32,8 +32,9 @@ def _current(field: str) -> str:
 def ingest_params() -> dict[str, Param]:
     return {
         "batch": Param(
-            "",
-            type="string",
+            None,
+            # null, not "": the trigger form sends an emptied text field as null
+            type=["null", "string"],
             pattern=BATCH_PATTERN,
             maxLength=200,
             title="Landing batch",
@@ -78,6 +79,12 @@ def train_params() -> dict[str, Param]:
             None,
             type=["null", "string"],
             enum=[None, *PROFILES],
+            values_display={
+                None: "the setting (PARKING_PROFILE)",
+                "smoke": "smoke: tests, seconds",
+                "demo": "demo: 2 CPU cores, minutes",
+                "full": "full: a GPU, hours",
+            },
             title="Training profile",
             description="Budget: smoke (tests, seconds), demo (2 CPU cores, minutes), full (GPU). "
             "Empty: PARKING_PROFILE" + _current("profile"),
@@ -112,6 +119,7 @@ def promote_params() -> dict[str, Param]:
             minimum=0,
             maximum=1,
             title="Promotion margin",
+            section="The gate",
             description="How much the challenger's primary metric must beat the champion's by. "
             "Empty: PARKING_PROMOTION_MARGIN" + _current("promotion_margin"),
         ),
@@ -120,15 +128,17 @@ def promote_params() -> dict[str, Param]:
             type=["null", "integer"],
             minimum=1,
             title="Force this version to champion",
+            section="Or skip the gate",
             description="Skip the gate and make this model version the champion, as "
             "`parking-ml model promote --version N --reason ...` does (recorded with the reason; "
             "`parking-ml model rollback` undoes it). Empty: run the gate.",
         ),
         "reason": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             maxLength=5000,
             title="Reason (with a forced version)",
+            section="Or skip the gate",
             description="Why the version is forced; required with 'Force this version', recorded in the registry.",
         ),
     }
