@@ -84,7 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="parking-ml inference API",
         version="1",
-        description="Finds free and occupied parking spaces in aerial/satellite image tiles.",
+        description="Finds free and occupied parking spaces in aerial/satellite image tiles. "
+        "A web page to try it on your own tile is served at [/](/).",
         lifespan=lifespan,
     )
     app.state.services = services

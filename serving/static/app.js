@@ -241,6 +241,11 @@
     if (answer.gsd != null) {
       facts.push(["Resolution", `${Number(answer.gsd).toFixed(3)} m/px` + (answer.gsd_source ? ` (${answer.gsd_source})` : "")]);
     }
+    if (answer.quality && typeof answer.quality === "object") {
+      const parts = Object.entries(answer.quality).filter(([, v]) => v != null)
+        .map(([name, v]) => `${name.replace(/_/g, " ")} ${typeof v === "number" ? Number(v.toPrecision(3)) : v}`);
+      if (parts.length) facts.push(["Quality", parts.join(", ")]);
+    }
     const t = answer.timings_ms || {};
     if (t.total_ms != null) facts.push(["Time", `${formatMs(t.total_ms)} in all`]);
     const stages = Object.entries(t).filter(([name]) => name !== "total_ms")
