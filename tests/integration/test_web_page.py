@@ -57,9 +57,9 @@ def shots(tmp_path: Path) -> Path:
 
 
 @contextmanager
-def open_page(browser, url: str, viewport: dict = DESKTOP) -> Iterator[object]:
+def open_page(browser, url: str, viewport: dict = DESKTOP, touch: bool = False) -> Iterator[object]:
     """A fresh browser context (its own sessionStorage) on the page; script errors and CSP refusals fail."""
-    context = browser.new_context(viewport=viewport)
+    context = browser.new_context(viewport=viewport, has_touch=touch)
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
@@ -166,6 +166,29 @@ def test_a_tile_shows_the_apis_spaces_counts_and_confidences(browser, api_open, 
         page.screenshot(path=str(shots / "web-page.png"), full_page=True)
 
 
+def test_a_file_dropped_on_the_box_is_sent(browser, api_open):
+    from playwright.sync_api import expect
+
+    png = encode_png(lot_image(200, 240, seed=6))
+    expected = predict_json(api_open, "dropped.png", png).json()
+    with open_page(browser, api_open) as page:
+        # what a drag from the desktop delivers: a drop event carrying the file
+        transfer = page.evaluate_handle(
+            """([name, bytes]) => {
+                const dt = new DataTransfer();
+                dt.items.add(new File([new Uint8Array(bytes)], name, {type: "image/png"}));
+                return dt;
+            }""",
+            ["dropped.png", list(png)],
+        )
+        page.dispatch_event("#drop-zone", "dragover", {"dataTransfer": transfer})
+        expect(page.locator("#drop-zone")).to_have_class("drop dragging")
+        page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+        expect(page.locator("#file-name")).to_contain_text("dropped.png")
+        page.get_by_role("button", name="Find spaces").click()
+        assert_drawn_as_answered(page, expected)
+
+
 def test_a_non_image_file_shows_the_apis_own_message(browser, api_open, shots):
     from playwright.sync_api import expect
 
@@ -222,10 +245,15 @@ def test_phone_width_has_no_horizontal_scroll(browser, api_open, shots):
 
     png = encode_png(lot_image(360, 480, seed=3))
     expected = predict_json(api_open, "lot.png", png).json()
-    with open_page(browser, api_open, viewport=PHONE) as page:
+    with open_page(browser, api_open, viewport=PHONE, touch=True) as page:
         choose(page, "lot.png", png, "image/png")
         page.get_by_role("button", name="Find spaces").click()
         assert_drawn_as_answered(page, expected)
+        # one column: the result was brought into view; a tap on a space shows its confidence
+        assert page.locator("#results").bounding_box()["y"] < PHONE["height"] / 2
+        space = max(expected["spaces"], key=lambda s: s["area_px"])
+        page.locator(f'#overlay polygon[data-id="{space["id"]}"]').tap()
+        expect(page.locator("#tooltip")).to_contain_text(f"confidence {space['confidence'] * 100:.1f}%")
         page.get_by_text("Every space with its confidence").click()
         expect(page.locator("#space-rows tr").first).to_be_visible()
         widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
