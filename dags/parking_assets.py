@@ -10,20 +10,21 @@ PARKING_PROCESSED = Asset(name="parking_processed", uri="parking://lake/processe
 PARKING_CHALLENGER = Asset(name="parking_challenger", uri="parking://registry/challenger")
 
 
-def task_settings():
-    """Settings for a task; on an S3 lake, credentials and endpoint from the Airflow connection
-    ``settings.aws_conn_id`` (e.g. env AIRFLOW_CONN_PARKING_S3) when it exists, else PARKING_S3_* / AWS_*."""
+def task_settings(**overrides):
+    """Settings for a task (overrides: a run's params, winning over the environment); on an S3 lake,
+    credentials and endpoint from the Airflow connection ``settings.aws_conn_id`` (e.g. env
+    AIRFLOW_CONN_PARKING_S3) when it exists, else PARKING_S3_* / AWS_*."""
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     from parking_ml.config import load_settings
     from parking_ml.lake import s3_overrides
 
-    settings = load_settings()
+    settings = load_settings(**overrides)
     if not settings.lake_url.startswith("s3://"):
         return settings
     try:
         conn = BaseHook.get_connection(settings.aws_conn_id)
     except AirflowNotFoundException:
         return settings
-    return load_settings(**s3_overrides(conn.login, conn.password, conn.extra_dejson))
+    return load_settings(**s3_overrides(conn.login, conn.password, conn.extra_dejson), **overrides)

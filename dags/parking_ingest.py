@@ -1,9 +1,9 @@
 """parking_ingest: landing/ -> raw/ (validate, content-address, quarantine with reasons).
 
-Manual or hourly. `ingest` checks every landing batch (files already ingested or quarantined are skipped, so
-a retry or the next hourly run adds nothing twice). `publish_raw` declares the `parking_raw` asset and runs only
-when something new was accepted; otherwise it is skipped and no asset event is emitted, so an idle hour does
-not trigger preprocessing and retraining.
+Manual or hourly. `ingest` checks every landing batch, or those the `batch` param names (files already
+ingested or quarantined are skipped, so a retry or the next hourly run adds nothing twice). `publish_raw`
+declares the `parking_raw` asset and runs only when something new was accepted; otherwise it is skipped and no
+asset event is emitted, so an idle hour does not trigger preprocessing and retraining.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 from parking_assets import PARKING_RAW, task_settings
+from parking_params import ingest_params
 
 
 @dag(
@@ -23,16 +24,26 @@ from parking_assets import PARKING_RAW, task_settings
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     tags=["parking", "data"],
     doc_md=__doc__,
+    params=ingest_params(),
 )
 def parking_ingest():
     @task(execution_timeout=timedelta(hours=2))
     def ingest() -> dict:
         """Validate and move landing files into raw/; returns the summary (accepted, quarantined, ...)."""
+        from airflow.sdk import get_current_context
+
         from parking_ml.data.ingest import ingest as run_ingest
         from parking_ml.lake import Lake
 
         settings = task_settings()
-        return run_ingest(Lake.from_settings(settings), None, settings.max_pixels, settle_s=settings.ingest_settle_s)
+        prefix = get_current_context()["params"].get("batch") or None
+        return run_ingest(
+            Lake.from_settings(settings),
+            None,
+            settings.max_pixels,
+            settle_s=settings.ingest_settle_s,
+            batch_prefix=prefix,
+        )
 
     @task(outlets=[PARKING_RAW])
     def publish_raw(summary: dict) -> dict:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 from parking_assets import PARKING_PROCESSED, PARKING_RAW, task_settings
+from parking_params import overrides, preprocess_params
 
 
 @dag(
@@ -22,16 +23,20 @@ from parking_assets import PARKING_PROCESSED, PARKING_RAW, task_settings
     default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
     tags=["parking", "data"],
     doc_md=__doc__,
+    params=preprocess_params(),
 )
 def parking_preprocess():
     @task(execution_timeout=timedelta(hours=4))
     def preprocess() -> dict:
         """Build (or find) the dataset version for the current raw/ and settings; moves processed/LATEST."""
+        from airflow.sdk import get_current_context
+
         from parking_ml.data.preprocess import TilingConfig
         from parking_ml.data.preprocess import preprocess as run_preprocess
         from parking_ml.lake import Lake
 
-        settings = task_settings()
+        params = get_current_context()["params"]
+        settings = task_settings(**overrides(params, {k: k for k in ("tile_size", "tile_overlap", "folds")}))
         return run_preprocess(Lake.from_settings(settings), TilingConfig.from_settings(settings))
 
     @task(outlets=[PARKING_PROCESSED])

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 from parking_assets import PARKING_CHALLENGER, PARKING_PROCESSED, task_settings
+from parking_params import overrides, train_params
 
 
 @dag(
@@ -19,14 +20,19 @@ from parking_assets import PARKING_CHALLENGER, PARKING_PROCESSED, task_settings
     max_active_runs=1,
     tags=["parking", "training"],
     doc_md=__doc__,
+    params=train_params(),
 )
 def parking_train():
     @task(outlets=[PARKING_CHALLENGER], execution_timeout=timedelta(hours=12))
     def tune_and_register() -> dict:
         """Tune, fit, export, register; a retried task resumes the stored Optuna study."""
+        from airflow.sdk import get_current_context
+
         from parking_ml.model.final_fit import run_training
 
-        return run_training(task_settings())
+        params = get_current_context()["params"]
+        settings = task_settings(**overrides(params, {"profile": "profile", "init_weights": "init_weights"}))
+        return run_training(settings, n_trials=params.get("n_trials"))
 
     tune_and_register()
 

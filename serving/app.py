@@ -21,6 +21,7 @@ from serving.holder import ModelHolder
 from serving.metrics import Metrics
 from serving.routes import router
 from serving.runtime import Admission, RequestContextMiddleware
+from serving.web import install_web_page
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +84,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="parking-ml inference API",
         version="1",
-        description="Finds free and occupied parking spaces in aerial/satellite image tiles.",
+        description="Finds free and occupied parking spaces in aerial/satellite image tiles. "
+        "A web page to try it on your own tile is served at [/](/).",
         lifespan=lifespan,
     )
     app.state.services = services
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(router)
+    install_web_page(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_upload_bytes=settings.max_upload_bytes)
     return app

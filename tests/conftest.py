@@ -18,6 +18,25 @@ import pytest
 
 VENV_BIN = Path(sys.executable).parent
 
+# Read before the PARKING_* variables are cleared below: CI (.ci/run) sets it so a missing browser fails.
+REQUIRE_BROWSER = os.environ.get("PARKING_REQUIRE_BROWSER") == "1" or os.environ.get("CI", "").lower() == "true"
+CHROMIUM = Path("/usr/bin/chromium")
+# headless on a closed network: without the background-networking flags Chromium keeps dialling Google's hosts
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BROWSER_INSTALL = (
+    "install Debian's Chromium with `apt-get update && apt-get install -y chromium chromium-driver` (as root) "
+    "and Playwright with `pip install -c requirements/lock.txt playwright==1.65.0` (the dev extra); "
+    "never `playwright install`"
+)
+
 # A developer's own PARKING_* / MLflow settings must not leak into tests.
 for _var in list(os.environ):
     if _var.startswith(("PARKING_", "AIRFLOW_", "AIRFLOW__")) or _var in ("MLFLOW_TRACKING_URI",):
@@ -133,3 +152,30 @@ def pretrain_demo():
 def check_deploy():
     """scripts/check_deploy.py, the offline deployment checks that `make check-deploy` runs."""
     return _script_module("check_deploy", REPO / "scripts" / "check_deploy.py")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's headless Chromium driven by Playwright. Missing: a skip naming the install command, or a failure
+    where the browser is required (CI, PARKING_REQUIRE_BROWSER=1). Per module: Playwright's sync API keeps its own
+    event loop on the main thread while it lives, which the other tests' asyncio code should not meet."""
+    reason = None
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} not found: {BROWSER_INSTALL}"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = f"the playwright package is not installed: {BROWSER_INSTALL}"
+    if reason:
+        if REQUIRE_BROWSER:
+            pytest.fail(f"browser tests are required here (CI / PARKING_REQUIRE_BROWSER=1) but {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -94,6 +94,7 @@ def _print_links(console, settings, api_url: str) -> None:
     password = stack.airflow_admin_password(settings)
     console.print(f"Airflow UI  http://{settings.host}:{settings.airflow_port}  (admin / {password})")
     console.print(f"MLflow UI   {settings.mlflow_tracking_uri}")
+    console.print(f"Web page    {api_url}/    (drop a tile, see the free spaces drawn on it)")
     console.print(f"API         {api_url}/docs    curl -F file=@tile.png {api_url}/v1/predict")
     console.print("Stop everything with: make down")
 

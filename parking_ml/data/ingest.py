@@ -327,14 +327,27 @@ def ingest_batch(
     return manifest, counts
 
 
+def select_batches(available: list[str], prefix: str, where: str) -> list[str]:
+    """The landing batches whose name starts with prefix (a whole name selects that batch); none is an error."""
+    chosen = [b for b in available if b.startswith(prefix)]
+    if not chosen:
+        raise FileNotFoundError(
+            f"no landing batch whose name starts with {prefix!r} under {where}; available: {available or 'none'}. "
+            "Give a batch name (or the start of several), or leave it empty for every batch"
+        )
+    return chosen
+
+
 def ingest(
     lake: Lake,
     batches: list[str] | None = None,
     max_pixels: int = 100_000_000,
     progress: bool = False,
     settle_s: float = 0.0,
+    batch_prefix: str | None = None,
 ) -> dict:
-    """Ingest the named landing batches (all when None). Returns a summary dict (also logged).
+    """Ingest the named landing batches (all when None; with batch_prefix, those whose name starts with it).
+    Returns a summary dict (also logged).
 
     Summary: batches, accepted, quarantined (duplicates included), duplicates, skipped_duplicates (files a
     previous run already accepted or quarantined, skipped silently), waiting (annotations without their image,
@@ -343,7 +356,7 @@ def ingest(
     """
     available = list_batches(lake)
     if batches is None:
-        batches = available
+        batches = select_batches(available, batch_prefix, lake.uri(LANDING)) if batch_prefix else available
     missing = [b for b in batches if b not in available]
     if missing:
         raise FileNotFoundError(

@@ -55,9 +55,12 @@ def decide(
     settings: Settings,
     primary: str | None = None,
     guards: tuple[str, ...] = GUARD_METRICS,
+    margin: float | None = None,
 ) -> tuple[bool, str]:
-    """(promote?, reason) from two evaluate() results on the same holdout."""
+    """(promote?, reason) from two evaluate() results on the same holdout; margin: settings.promotion_margin
+    when None."""
     primary = primary or settings.objective_metric
+    margin = settings.promotion_margin if margin is None else margin
     value = float(challenger[primary])
     if champion is None:
         if value >= settings.promotion_min_quality:
@@ -65,10 +68,9 @@ def decide(
         return False, f"first model below the bar: {primary} {value:.4f} < {settings.promotion_min_quality}"
     base = float(champion[primary])
     gain = value - base
-    if gain <= settings.promotion_margin:
+    if gain <= margin:
         return False, (
-            f"{primary} {value:.4f} vs champion {base:.4f}: gain {gain:+.4f} is not above the margin "
-            f"{settings.promotion_margin}"
+            f"{primary} {value:.4f} vs champion {base:.4f}: gain {gain:+.4f} is not above the margin {margin}"
         )
     for guard in guards:
         if guard not in challenger or guard not in champion:
@@ -132,11 +134,15 @@ def _evaluate_version(settings: Settings, version: Any, data: Any, workdir: Path
     return metrics, "scored"
 
 
-def run_promotion(settings: Settings, data: Any = None) -> dict:
+def run_promotion(settings: Settings, data: Any = None, margin: float | None = None) -> dict:
     """Evaluate challenger and champion on the challenger's holdout and move `champion` if the gate passes.
 
     data: a data.processed.ProcessedData to use instead of materialising the challenger's dataset_version.
+    margin: how much the challenger must beat the champion by (settings.promotion_margin when None).
     """
+    margin = settings.promotion_margin if margin is None else margin
+    if margin < 0:
+        raise ValueError(f"promotion margin must be >= 0, got {margin}")
     import mlflow
 
     from parking_ml.data.processed import holdout_rows, load_processed
@@ -175,7 +181,7 @@ def run_promotion(settings: Settings, data: Any = None) -> dict:
         champ_metrics = None
         if champion is not None:
             champ_metrics, sources["champion"] = _evaluate_version(settings, champion, data, work, "champion")
-        promoted, reason = decide(ch_metrics, champ_metrics, settings, primary)
+        promoted, reason = decide(ch_metrics, champ_metrics, settings, primary, margin=margin)
         decision = Decision(
             promoted, reason, challenger.version, champ_v, primary, ch_metrics, champ_metrics or {}, sources
         )
@@ -184,7 +190,7 @@ def run_promotion(settings: Settings, data: Any = None) -> dict:
                 "challenger_version": challenger.version,
                 "champion_version": champ_v or "none",
                 "primary_metric": primary,
-                "margin": settings.promotion_margin,
+                "margin": margin,
                 "tolerance": settings.promotion_tolerance,
                 "min_quality": settings.promotion_min_quality,
                 **{f"{side}_holdout": source for side, source in sources.items()},
@@ -237,6 +243,8 @@ def manual_promote(settings: Settings, version: str | int, reason: str) -> dict:
     """`parking-ml model promote --version N --reason ...`: an operator's decision, bypassing the gate."""
     from parking_ml.model import registry
 
+    if not reason.strip():
+        raise ValueError(f"making v{version} champion by hand needs a reason; it is recorded in the registry")
     entry = move_champion(settings, version, reason, kind="manual")
     registry.set_version_tags(settings, version, {"promotion_decision": "manual", "promotion_reason": reason})
     return entry

@@ -13,6 +13,7 @@ from parking_ml.data.ingest import RAW_MANIFEST, ingest, read_raw_manifest, read
 from parking_ml.data.preprocess import TilingConfig, preprocess
 from parking_ml.data.processed import latest_version, load_manifest, materialize
 from parking_ml.lake import Lake
+from tests.fakes.dags import new_dag
 from tests.fakes.landing import geojson_bytes, png_bytes, write_landing
 from tests.fakes.scenes import scene
 
@@ -131,3 +132,36 @@ def test_ingest_dag_takes_s3_credentials_from_airflow_connection(airflow_home, m
     dr = ingest_dag.test()
     assert str(dr.state) == "success", _states(dr)
     assert writer.exists(RAW_MANIFEST) and len(read_raw_manifest(writer)) == 2
+
+
+def test_ingest_and_preprocess_dags_use_their_params(airflow_home, monkeypatch, tmp_path):
+    """The trigger form's values reach the code: a batch param ingests that batch only (the other stays waiting
+    in landing), preprocess params set the tiling; a value outside a Param's schema is refused before any run."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    lake_url = f"file://{tmp_path / 'lake'}"
+    monkeypatch.setenv("PARKING_HOME", str(tmp_path / "var"))
+    monkeypatch.setenv("PARKING_LAKE_URL", lake_url)
+    lake = Lake(lake_url, {})
+    write_landing(lake, "2026-12-01", sites=2, per_site=2, size=96)
+    write_landing(lake, "2026-11-30", sites=2, per_site=2, size=96, seed=1, first_site=2)
+
+    dr = new_dag("parking_ingest").test(run_conf={"batch": "2026-12-"})
+    assert str(dr.state) == "success", _states(dr)
+    assert set(read_raw_manifest(lake)["batch"]) == {"2026-12-01"}
+    assert len(lake.list("landing/2026-11-30/")) > 0  # untouched, for a later run
+
+    with pytest.raises(ParamValidationError):
+        new_dag("parking_ingest").test(run_conf={"batch": "../raw"})
+
+    dr = new_dag("parking_preprocess").test(run_conf={"tile_size": 64, "tile_overlap": 0, "folds": 2})
+    assert str(dr.state) == "success", _states(dr)
+    info = json.loads(lake.read_bytes(f"processed/{latest_version(lake)}/dataset.json"))
+    assert (info["config"]["tile_size"], info["config"]["tile_overlap"], info["config"]["folds"]) == (64, 0, 2)
+    assert info["n_tiles"] == 4 * 4  # 96 px images in 64 px tiles: 2 x 2 each
+    with pytest.raises(ParamValidationError):
+        new_dag("parking_preprocess").test(run_conf={"tile_size": 32})
+
+    dr = new_dag("parking_ingest").test()  # the default: every batch
+    assert str(dr.state) == "success", _states(dr)
+    assert set(read_raw_manifest(lake)["batch"]) == {"2026-12-01", "2026-11-30"}

@@ -662,6 +662,65 @@ def test_train_and_promote_dags_run(world, trained, airflow_home, monkeypatch):
     assert registry.get_alias_version(settings, "champion").version == after.version
 
 
+def test_the_train_dag_uses_its_profile_trials_and_starting_weights_params(
+    world, trained, airflow_home, monkeypatch, capfd
+):
+    """The environment says the demo profile; the run's params say smoke, one trial more than the stored smoke
+    study holds, and (in a first run) a starting-weights file that does not exist."""
+    import optuna
+
+    from tests.fakes.dags import new_dag
+
+    settings = world["settings"]
+    _dag_env(monkeypatch, settings, PARKING_PROFILE="demo")
+    missing = "/nonexistent/parking-start.pt"
+    run = new_dag("parking_train").test(run_conf={"profile": "smoke", "init_weights": missing})
+    assert run.state == "failed"
+    assert f"starting weights file {missing} does not exist" in capfd.readouterr().out
+
+    name = study_name(settings, DATASET, get_profile("smoke"))
+    done = len(optuna.load_study(study_name=name, storage=settings.optuna_storage).trials)
+    before = registry.get_alias_version(settings, "challenger").version
+    run = new_dag("parking_train").test(run_conf={"profile": "smoke", "n_trials": done + 1})
+    assert run.state == "success"
+    trials = optuna.load_study(study_name=name, storage=settings.optuna_storage).trials
+    assert len(trials) == done + 1 and all(t.state.is_finished() for t in trials)
+    assert int(registry.get_alias_version(settings, "challenger").version) > int(before)
+
+
+def test_the_promote_dag_takes_a_margin_or_a_forced_version_with_its_reason(world, airflow_home, monkeypatch, tmp_path):
+    from tests.fakes.dags import new_dag
+
+    settings = world["settings"].model_copy(update={"model_name": "it-dag-promote"})
+    _dag_env(monkeypatch, settings)
+    medium = _register(settings, 0.5, tmp_path, "medium")
+
+    # a forced version: no gate, recorded as `parking-ml model promote` records it
+    run = new_dag("parking_promote").test(run_conf={"force_version": int(medium), "reason": "pinned by the test"})
+    assert run.state == "success"
+    assert registry.get_alias_version(settings, "champion").version == medium
+    assert registry.get_version(settings, medium).tags["promotion_decision"] == "manual"
+    assert registry.champion_history(settings)[-1] | {"at": 0} == {
+        "version": medium, "previous": None, "kind": "manual", "reason": "pinned by the test", "at": 0,
+    }  # fmt: skip
+
+    # a better challenger is held back by a margin it cannot beat, then passes the default one
+    good = _register(settings, 1.0, tmp_path, "good")
+    run = new_dag("parking_promote").test(run_conf={"margin": 0.99})
+    assert run.state == "success"
+    tags = registry.get_version(settings, good).tags
+    assert tags["promotion_decision"] == "rejected" and "is not above the margin 0.99" in tags["promotion_reason"]
+    assert registry.get_alias_version(settings, "champion").version == medium
+
+    run = new_dag("parking_promote").test(run_conf={"force_version": int(good)})  # no reason: refused
+    assert run.state == "failed" and registry.get_alias_version(settings, "champion").version == medium
+
+    run = new_dag("parking_promote").test()
+    assert run.state == "success"
+    assert registry.get_alias_version(settings, "champion").version == good
+    assert registry.get_version(settings, good).tags["promotion_decision"] == "promoted"
+
+
 def test_processed_data_loaded_for_training_shares_a_cache_bounded_by_the_settings(world):
     from parking_ml.data.processed import load_processed
     from parking_ml.data.tile_cache import BoundedTileCache

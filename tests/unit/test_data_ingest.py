@@ -227,6 +227,17 @@ def test_unknown_batch_names_the_fix(lake):
         ingest(lake, ["nope"])
 
 
+def test_a_batch_prefix_picks_the_batches_it_starts(lake):
+    write_landing(lake, "2026-12-01", sites=1, per_site=1, size=64)
+    write_landing(lake, "2026-12-02", sites=1, per_site=1, size=64, seed=1)
+    write_landing(lake, "2026-11-30", sites=1, per_site=1, size=64, seed=2)
+    with pytest.raises(FileNotFoundError, match=r"starts with '2027-'.*available: \['2026-11-30', '2026-12-01'"):
+        ingest(lake, batch_prefix="2027-")
+    assert ingest(lake, batch_prefix="2026-12-")["batches"] == ["2026-12-01", "2026-12-02"]
+    assert ingest(lake, batch_prefix="2026-11-30")["batches"] == ["2026-11-30"]
+    assert set(read_raw_manifest(lake)["batch"]) == {"2026-12-01", "2026-12-02", "2026-11-30"}
+
+
 def test_reasons_are_json_lines(lake):
     lake.write_bytes("landing/b9/s/x.png", b"")
     ingest(lake)
