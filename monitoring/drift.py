@@ -29,7 +29,8 @@ EMBEDDING_PREFIX = "emb_"
 EMBEDDING_NAME = "embedding"
 
 # Per-column methods (Evidently stat-test names). Distances rather than p-values: a p-value test calls a tiny,
-# harmless shift "drift" once a window holds thousands of rows, a distance means the same at any window size.
+# harmless shift "drift" once a window holds thousands of rows; a distance keeps its meaning (the threshold
+# follows the sample sizes, see DriftConfig).
 # - bounded statistics (0..1): Wasserstein distance normed by the reference's spread.
 # - sharpness is a heavy-tailed raw variance and free_spaces a small count: binned (Jensen-Shannon distance),
 #   so a few extreme tiles or the integer steps do not dominate.
@@ -46,21 +47,34 @@ def column_method(column: str) -> str:
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """Thresholds of the verdict (calibrated in docs/experiments/drift-calibration.md).
+    """The verdict's rule, calibrated on the generator's styles (docs/experiments/drift-calibration.md).
 
-    A feature drifts when its distance reaches its threshold; the window drifts when at least
-    `drift_share` of the compared features (the embedding counts as one) drift."""
+    A feature drifts when its distance reaches `scale * sqrt(1/n_reference + 1/n_live)` (at least `floor`): the
+    distance two samples of one distribution show by chance shrinks like that with their sizes, so one rule
+    holds for a 100-row window and a 100k-row one. The window drifts when at least `drift_share` of the
+    compared features drift (the embedding counts as one), or when any one feature is `strong_factor` times
+    past its threshold: correlated statistics (brightness and the channel means) would otherwise outvote a
+    change in a single property, such as another sensor's colour saturation."""
 
     min_rows: int = 100
     drift_share: float = 0.5
-    wasserstein_threshold: float = 0.1
-    binned_threshold: float = 0.1
-    # ROC AUC of a classifier separating reference from live embeddings (0.5: it cannot)
-    embedding_threshold: float = 0.6
+    scale: float = 3.0
+    floor: float = 0.1
+    strong_factor: float = 2.5
+    # the embedding: ROC AUC of a classifier telling reference from live rows, drifting at 0.5 plus
+    # `embedding_sigmas` standard errors of a chance AUC (at least embedding_floor)
+    embedding_sigmas: float = 3.0
+    embedding_floor: float = 0.55
     columns: tuple[str, ...] = tuple(c for c in IMAGE_COLUMNS + MODEL_COLUMNS if c not in SIZE_COLUMNS)
 
-    def threshold(self, column: str) -> float:
-        return self.binned_threshold if column in BINNED else self.wasserstein_threshold
+    def threshold(self, n_reference: int, n_live: int) -> float:
+        return round(max(self.floor, self.scale * math.sqrt(1 / n_reference + 1 / n_live)), 4)
+
+    def embedding_threshold(self, n_reference: int, n_live: int) -> float:
+        # the classifier is scored on a random half of each sample (Evidently's split); Hanley-McNeil null s.e.
+        a, b = max(1, n_reference // 2), max(1, n_live // 2)
+        se = math.sqrt((a + b + 1) / (12 * a * b))
+        return round(max(self.embedding_floor, 0.5 + self.embedding_sigmas * se), 4)
 
 
 @dataclass
@@ -122,17 +136,23 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig 
     emb = [c for c in embedding_columns(reference) if c in current.columns]
     if emb and (reference[emb].isna().any().any() or current[emb].isna().all().all()):
         emb = []  # a reference or window from a model without the embedding output
-    snapshot = _run_report(reference, current, columns, emb, config)
-    features = _feature_scores(snapshot.dict(), config)
+    threshold = config.threshold(len(reference), len(current))
+    emb_threshold = config.embedding_threshold(len(reference), len(current))
+    snapshot = _run_report(reference, current, columns, emb, threshold, emb_threshold, config)
+    report = snapshot.dict()
+    features = _feature_scores(report, config.strong_factor)
     if emb:
-        features[EMBEDDING_NAME] = _embedding_score(snapshot.dict())
+        features[EMBEDDING_NAME] = _embedding_score(report, emb_threshold)
     drifted = [name for name, f in features.items() if f["drifted"]]
+    strong = [name for name, f in features.items() if f.get("strong")]
     share = len(drifted) / len(features) if features else 0.0
-    verdict = VERDICT_DRIFT if features and share >= config.drift_share else VERDICT_OK
+    verdict = VERDICT_DRIFT if features and (share >= config.drift_share or strong) else VERDICT_OK
     message = (
-        f"{len(drifted)} of {len(features)} features drifted (share {share:.2f}, "
-        f"alarm at {config.drift_share:.2f}): {verdict}"
+        f"{len(drifted)} of {len(features)} features drifted (share {share:.2f}, alarm at {config.drift_share:.2f})"
     )
+    if strong:
+        message += f"; far past threshold: {', '.join(strong)}"
+    message += f": {verdict}"
     return DriftResult(
         verdict=verdict,
         rows=len(current),
@@ -147,7 +167,15 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig 
     )
 
 
-def _run_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], emb: list[str], config):
+def _run_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: list[str],
+    emb: list[str],
+    threshold: float,
+    emb_threshold: float,
+    config: DriftConfig,
+):
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift
     from evidently.metrics.embeddings import ModelDriftMethod
@@ -160,13 +188,13 @@ def _run_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[st
             columns=columns,
             drift_share=config.drift_share,
             per_column_method={c: column_method(c) for c in columns},
-            per_column_threshold={c: config.threshold(c) for c in columns},
+            per_column_threshold=dict.fromkeys(columns, threshold),
         ),
         DataSummaryPreset(columns=shown),
     ]
     if emb:
         # a classifier told to separate reference from live embeddings: a high ROC AUC means it can
-        method = ModelDriftMethod(threshold=config.embedding_threshold, bootstrap=False)
+        method = ModelDriftMethod(threshold=emb_threshold, bootstrap=False)
         metrics.append(EmbeddingsDrift(embeddings_name=EMBEDDING_NAME, drift_method=method))
     keep = shown + emb
     return Report(metrics).run(
@@ -175,7 +203,7 @@ def _run_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[st
     )
 
 
-def _feature_scores(report: dict, config: DriftConfig) -> dict[str, dict[str, Any]]:
+def _feature_scores(report: dict, strong_factor: float) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for metric in report["metrics"]:
         cfg = metric.get("config") or {}
@@ -184,22 +212,35 @@ def _feature_scores(report: dict, config: DriftConfig) -> dict[str, dict[str, An
         column, method, threshold = cfg["column"], cfg["method"], float(cfg["threshold"])
         score = _finite(metric.get("value"))
         if method in P_VALUE_METHODS:
-            drifted = score is not None and score < threshold
+            drifted = strong = score is not None and score < threshold
         else:
             drifted = score is not None and score >= threshold
-        out[column] = {"method": method, "score": score, "threshold": threshold, "drifted": bool(drifted)}
+            strong = score is not None and score >= strong_factor * threshold
+        out[column] = {
+            "method": method,
+            "score": score,
+            "threshold": threshold,
+            "drifted": bool(drifted),
+            "strong": bool(strong),
+        }
     return out
 
 
-def _embedding_score(report: dict) -> dict[str, Any]:
+def _embedding_score(report: dict, threshold: float) -> dict[str, Any]:
     for metric in report["metrics"]:
         cfg = metric.get("config") or {}
         if str(cfg.get("type", "")).endswith(":EmbeddingsDrift"):
-            method = cfg.get("drift_method") or {}
-            threshold = float(method.get("threshold", 0.55))
             score = _finite(metric.get("value"))
             drifted = score is not None and score > threshold
-            return {"method": "model (ROC AUC)", "score": score, "threshold": threshold, "drifted": bool(drifted)}
+            # an AUC tops out at 1: "strong" is most of the way from the threshold to a perfect separation
+            strong = score is not None and score > threshold + 0.6 * (1 - threshold)
+            return {
+                "method": "model (ROC AUC)",
+                "score": score,
+                "threshold": threshold,
+                "drifted": bool(drifted),
+                "strong": bool(strong),
+            }
     raise KeyError("the report has no EmbeddingsDrift result")
 
 
