@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -23,6 +24,9 @@ STATUS_BY_CLASS = {1: "free", 2: "occupied"}
 # test-time augmentation: the views (quarter turns, mirrored?) whose logits are averaged. A nadir image has
 # no up or left, so each of the 8 symmetries of the square shows the network the same lot; averaging them
 # cancels errors the network makes in one orientation only
+# the second ONNX output of newer exports (parking_ml.model.export.EMBEDDING_NAME): the drift embedding
+EMBEDDING_OUTPUT = "embedding"
+
 TTA_VIEWS: dict[str, tuple[tuple[int, bool], ...]] = {
     "none": ((0, False),),
     "flip": ((0, False), (0, True)),
@@ -178,6 +182,8 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # H x W float16 probability of "free" (only when predict(keep_free_prob=True)): threshold-free metrics
     free_prob: np.ndarray | None = None
+    # the model's embedding of the image (mean over its tiles and views) when the model exports one
+    embedding: np.ndarray | None = None
 
 
 def rescale(image: np.ndarray, scale: float) -> np.ndarray:
@@ -275,6 +281,13 @@ class Segmenter(ABC):
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """run_logits under the config's test-time augmentation."""
         return tta_logits(self.run_logits, batch, self.config.tta)
+
+    def start_embedding(self) -> None:  # noqa: B027 (a hook: most segmenters have no embedding to collect)
+        """Begin collecting the embedding of the image about to be predicted (models that export one)."""
+
+    def take_embedding(self) -> np.ndarray | None:
+        """The mean embedding over what ran since start_embedding, or None."""
+        return None
 
     def warm_up(self) -> None:
         size = self.config.infer_window
@@ -380,6 +393,11 @@ class OnnxSegmenter(Segmenter):
         self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        # packages exported before the embedding have only the logits: they serve as before
+        names = [o.name for o in self.session.get_outputs()]
+        self.embedding_name = EMBEDDING_OUTPUT if EMBEDDING_OUTPUT in names[1:] else None
+        # per request: requests run in threads of one pool, each image's tiles in one thread
+        self._embedding = threading.local()
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, threads: int = 2, tta: str | None = None) -> OnnxSegmenter:
@@ -399,7 +417,24 @@ class OnnxSegmenter(Segmenter):
         return cls(onnx_path, config, threads=threads)
 
     def run_logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        sums = getattr(self._embedding, "sums", None)
+        if self.embedding_name is None or sums is None:
+            return self.session.run([self.output_name], {self.input_name: batch})[0]
+        logits, emb = self.session.run([self.output_name, self.embedding_name], {self.input_name: batch})
+        sums.append(emb.astype(np.float64).sum(axis=0))
+        self._embedding.count += len(emb)
+        return logits
+
+    def start_embedding(self) -> None:
+        if self.embedding_name is not None:
+            self._embedding.sums, self._embedding.count = [], 0
+
+    def take_embedding(self) -> np.ndarray | None:
+        sums = getattr(self._embedding, "sums", None)
+        self._embedding.sums = None
+        if not sums:
+            return None
+        return (np.sum(sums, axis=0) / max(1, self._embedding.count)).astype(np.float32)
 
 
 def _component_polygon(component: np.ndarray, x0: int, y0: int) -> list[list[float]]:
@@ -677,9 +712,11 @@ def predict(
     ``keep_free_prob`` also keeps the free class's probability map (for evaluation, not for the API)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    segmenter.start_embedding()
     probs = segmenter.predict_probs(rgb, progress=progress, timings=timings, image_gsd=image_gsd)
     t1 = time.perf_counter()
     pred = postprocess(probs, segmenter.config, image_gsd=image_gsd)
+    pred.embedding = segmenter.take_embedding()
     t2 = time.perf_counter()
     timings["postprocess_ms"] = (t2 - t1) * 1000
     timings["total_ms"] = (t2 - t0) * 1000
