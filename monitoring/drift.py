@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from parking_ml.features import IMAGE_COLUMNS, MODEL_COLUMNS
+from parking_ml.features import EMBEDDING_PREFIX, IMAGE_COLUMNS, MODEL_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,7 +25,6 @@ VERDICT_NOT_ENOUGH = "not_enough_data"
 # Sizes of the uploads say how clients tile their imagery, not what the imagery looks like: a 512-px request
 # against 256-px training tiles is normal. Summarised, never counted as drift.
 SIZE_COLUMNS = ("width", "height")
-EMBEDDING_PREFIX = "emb_"
 EMBEDDING_NAME = "embedding"
 
 # Per-column methods (Evidently stat-test names). Distances rather than p-values: a p-value test calls a tiny,
