@@ -72,16 +72,20 @@ def export_onnx(
     opset: int = 17,
     tolerance: float = PARITY_TOLERANCE,
     check_shapes: Sequence[tuple[int, int, int, int]] | None = None,
+    embedding: bool = True,
 ) -> float:
     """Export model to ONNX at path (NCHW float32 in, logits out, dynamic N/H/W) and return the parity error.
 
     The file is written under a temporary name and renamed only after onnxruntime reproduces the torch
     output within tolerance on every shape in check_shapes (default: 1x3xTxT and 2x3x(T+64)x(T+128)).
+    embedding=False leaves out the embedding output (the logits-only graph of older packages).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).to("cpu").float().eval()
-    model = with_embedding(model.to(memory_format=torch.contiguous_format)).eval()
+    model = model.to(memory_format=torch.contiguous_format)
+    if embedding:
+        model = with_embedding(model).eval()
     outputs = [OUTPUT_NAME, EMBEDDING_NAME] if isinstance(model, WithEmbedding) else [OUTPUT_NAME]
     dummy = torch.zeros(1, 3, tile_size, tile_size)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
