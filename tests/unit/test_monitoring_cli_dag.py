@@ -43,7 +43,7 @@ def test_drift_dag_is_daily_with_window_params_and_emits_the_asset():
     bag = DagBag(dag_folder=str(DAGS / "parking_drift.py"), safe_mode=False)
     assert not bag.import_errors, bag.import_errors
     dag = bag.dags["parking_drift"]
-    assert dag.timetable.description == "At 00:00"  # @daily
+    assert dag.schedule == "@daily"
     assert {"window_hours", "since", "until", "model_version"} <= set(dag.params)
     outlets = {o.name for t in dag.tasks for o in t.outlets}
     assert outlets == {"parking_drift_detected"}
