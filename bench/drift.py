@@ -10,6 +10,11 @@ window that says "drift" is a false alarm. Peer: Evidently's own defaults (DataD
 per-column tests, dataset drift at half the columns) on the same windows, in the same run.
 Build time: one report (Evidently run + HTML + JSON) of N live rows (resampled from the generated rows, with
 jitter) against the reference, ours and the peer's.
+
+    nice -n 10 .venv/bin/python bench/drift.py --embedding [--windows 2]
+
+instead judges 100-row windows of each style with the shipped demo network's embedding alone, beside the
+image statistics alone (docs/experiments/embedding-drift.md).
 """
 
 from __future__ import annotations
@@ -65,8 +70,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000], help="window sizes")
     parser.add_argument("--default-windows", type=int, default=4, help="default-style windows per size")
     parser.add_argument("--build", type=int, nargs="+", default=[1000, 10000, 100000], help="rows to time")
+    parser.add_argument("--embedding", action="store_true", help="embedding vs image statistics, demo network")
+    parser.add_argument("--windows", type=int, default=2, help="--embedding: 100-row windows per style")
     args = parser.parse_args()
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    if args.embedding:
+        embedding_only(args)
+        return
     from monitoring.drift import DriftConfig, compare
 
     config = DriftConfig()
@@ -123,6 +133,70 @@ def main() -> None:
         peer_s = peer_report(reference, rows, columns)[2]
         print(f"| {n:,} | {ours_s:.1f} | {peer_s:.1f} | {ours_s / peer_s:.2f}x | {result.verdict} |", flush=True)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}; total {time.perf_counter() - t0:.0f} s")
+
+
+def demo_package(work: Path) -> Path:
+    """The shipped demo network (parking_ml/weights/demo-synthetic-fp32.pt) exported with the embedding."""
+    import json
+
+    import torch
+
+    from parking_ml.inference import PreprocessConfig
+    from parking_ml.model.network import build_model
+    from parking_ml.model.package import build_package
+
+    weights = Path(__file__).resolve().parent.parent / "parking_ml" / "weights" / "demo-synthetic-fp32.pt"
+    recipe = json.loads(weights.with_suffix(".json").read_text())
+    channels = tuple(recipe["decoder_channels"])
+    net = build_model("unet", recipe["params"]["encoder"], decoder_channels=channels, encoder_depth=len(channels))
+    net.load_state_dict(torch.load(weights, map_location="cpu"))
+    return build_package(net.eval(), PreprocessConfig(), work / "pkg", tile_size=256).dir
+
+
+def embedding_only(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from monitoring.drift import DriftConfig, compare
+    from parking_ml.data.synthetic import SiteRenderer
+    from parking_ml.features import features_frame, tile_features
+    from parking_ml.inference import OnnxSegmenter, predict
+
+    t0 = time.perf_counter()
+    seg = OnnxSegmenter.from_dir(demo_package(Path(tempfile.mkdtemp(prefix="bench-drift-"))), threads=2)
+
+    def rows(style: str, n: int, seed: int) -> pd.DataFrame:
+        out, site = [], 0
+        while len(out) < n:
+            renderer = SiteRenderer(seed, site, 256, 0.1, f"site-{site:04d}")
+            for p in range(4):
+                rgb = renderer.render(p, style).image
+                out.append(tile_features(rgb, predict(seg, rgb)))
+            site += 1
+        return features_frame(out[:n])
+
+    reference = rows("default", args.reference, seed=1)
+    emb_only = DriftConfig(columns=())
+    images_only = DriftConfig(columns=tuple(c for c in DriftConfig().columns if c not in ("mean_confidence",
+                                                                                          "free_fraction",
+                                                                                          "free_spaces")))  # fmt: skip
+    print(f"demo network, reference {args.reference} default-style rows; load {os.getloadavg()[0]:.2f}")
+    print("| style | window | embedding AUC (threshold) | embedding verdict | image statistics verdict | "
+          "all features verdict |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for style in STYLES:
+        pool = rows(style, 100 * args.windows, seed=2)
+        for w in range(args.windows):
+            window = pool.iloc[w * 100 : (w + 1) * 100]
+            emb = compare(reference, window, emb_only)
+            img = compare(reference, window, images_only)
+            full = compare(reference, window)
+            e = emb.features["embedding"]
+            print(
+                f"| {style} | {w + 1} | {e['score']:.3f} ({e['threshold']:.3f}) | {emb.verdict} | {img.verdict} | "
+                f"{full.verdict} |",
+                flush=True,
+            )
+    print(f"total {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -182,15 +182,18 @@ def _run_report(
 
     shown = columns + [c for c in SIZE_COLUMNS if c in reference.columns and c in current.columns]
     definition = DataDefinition(numerical_columns=shown + emb, embeddings={EMBEDDING_NAME: emb} if emb else None)
-    metrics: list[Any] = [
-        DataDriftPreset(
-            columns=columns,
-            drift_share=config.drift_share,
-            per_column_method={c: column_method(c) for c in columns},
-            per_column_threshold=dict.fromkeys(columns, threshold),
-        ),
-        DataSummaryPreset(columns=shown),
-    ]
+    metrics: list[Any] = []
+    if columns:
+        metrics.append(
+            DataDriftPreset(
+                columns=columns,
+                drift_share=config.drift_share,
+                per_column_method={c: column_method(c) for c in columns},
+                per_column_threshold=dict.fromkeys(columns, threshold),
+            )
+        )
+    if shown:
+        metrics.append(DataSummaryPreset(columns=shown))
     if emb:
         # a classifier told to separate reference from live embeddings: a high ROC AUC means it can
         method = ModelDriftMethod(threshold=emb_threshold, bootstrap=False)
