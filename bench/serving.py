@@ -12,6 +12,12 @@ the same thread count: the cost of the network alone.
 Targets: throughput >= 3x mlflow serve at concurrency 4; our p50 <= 1.15x the raw floor at concurrency 1.
 At concurrency 1 our requests alternate with floor runs, so both see the same load on a shared machine.
 Timings are only comparable within one run; the load average is printed with the table.
+
+    nice -n 10 .venv/bin/python bench/serving.py --embedding-cost [--requests 40] [--tile 512]
+
+measures instead what the drift embedding (the export's second output) costs: two of our servers, one serving
+the package with the embedding and one the same network exported without it, requests alternating between
+them at concurrency 1 (docs/experiments/embedding-drift.md).
 """
 
 from __future__ import annotations
@@ -105,7 +111,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads (ours and the floor)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--embedding-cost", action="store_true", help="with vs without the embedding output")
     args = parser.parse_args()
+    if args.embedding_cost:
+        embedding_cost(args)
+        return
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from parking_ml.config import Settings
@@ -264,6 +274,61 @@ def main() -> None:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def embedding_cost(args: argparse.Namespace) -> None:
+    """p50/p95 of our API serving one network with and without the embedding output, alternating requests."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    from parking_ml.data.images import encode_png
+    from parking_ml.inference import PreprocessConfig
+    from parking_ml.model.network import build_model
+    from parking_ml.model.package import build_package
+
+    work = Path(tempfile.mkdtemp(prefix="bench-embedding-"))
+    procs: list[subprocess.Popen] = []
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PARKING_", "MLFLOW_"))}
+    try:
+        net = build_model("unet", "resnet18", encoder_weights=None, decoder_channels=(128, 64, 32, 16, 8))
+        config = PreprocessConfig(tile_size=256, window=max(512, args.tile), overlap=64)
+        urls = {}
+        for name, with_emb in (("without embedding", False), ("with embedding", True)):
+            pkg = build_package(net, config, work / name.replace(" ", "-"), tile_size=256, embedding=with_emb)
+            port = free_port()
+            env = {**base_env, "PARKING_HOME": str(work / "var"), "PARKING_THREADS": str(args.threads)}
+            log = work / f"{port}.log"
+            cmd = [str(VENV_BIN / "parking-ml"), "serve", "--port", str(port), "--model-dir", str(pkg.dir)]
+            procs.append(start([*cmd, "--log-level", "warning"], env, log))
+            wait_http(f"http://127.0.0.1:{port}/readyz", 180, procs[-1], log)
+            urls[name] = f"http://127.0.0.1:{port}/v1/predict"
+        pngs = [encode_png(t) for t in make_tiles(args.tiles, args.tile)]
+        lat: dict[str, list[float]] = {name: [] for name in urls}
+        with httpx.Client(timeout=600) as client:
+            for url in urls.values():  # warm-up
+                client.post(url, files={"file": ("t.png", pngs[0])})
+            load_before = os.getloadavg()
+            for i in range(args.requests):
+                # alternate the order too, so neither server always runs right after the other
+                order = list(urls.items()) if i % 2 == 0 else list(urls.items())[::-1]
+                for name, url in order:
+                    t0 = time.perf_counter()
+                    r = client.post(url, files={"file": ("t.png", pngs[i % len(pngs)])})
+                    lat[name].append(time.perf_counter() - t0)
+                    if r.status_code != 200:
+                        raise RuntimeError(f"{name}: {r.status_code} {r.text[:200]}")
+            load_after = os.getloadavg()
+        print(f"tile {args.tile}x{args.tile}, {args.requests} requests each, concurrency 1, threads {args.threads}")
+        print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
+        print("| package | p50 ms | p95 ms | mean ms |")
+        print("|---|---|---|---|")
+        for name, values in lat.items():
+            ms = np.array(values) * 1000
+            print(f"| {name} | {np.percentile(ms, 50):.1f} | {np.percentile(ms, 95):.1f} | {ms.mean():.1f} |")
+        p50 = {name: np.percentile(values, 50) for name, values in lat.items()}
+        print(f"p50 with/without = {p50['with embedding'] / p50['without embedding']:.3f}x")
+    finally:
+        for proc in reversed(procs):
+            stop_pid(proc.pid)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

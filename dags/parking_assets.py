@@ -8,6 +8,7 @@ from airflow.sdk import Asset
 PARKING_RAW = Asset(name="parking_raw", uri="parking://lake/raw")
 PARKING_PROCESSED = Asset(name="parking_processed", uri="parking://lake/processed")
 PARKING_CHALLENGER = Asset(name="parking_challenger", uri="parking://registry/challenger")
+PARKING_DRIFT_DETECTED = Asset(name="parking_drift_detected", uri="parking://monitoring/drift")
 
 
 def task_settings(**overrides):

@@ -131,6 +131,18 @@ class Settings(BaseSettings):
     drift_flush_interval_s: float = Field(30.0, gt=0.0)
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="API log level")
 
+    # --- monitoring (drift) ------------------------------------------------------------------------
+    drift_min_rows: int = Field(
+        100, ge=2, description="live rows a drift report needs; fewer give verdict not_enough_data, never an alarm"
+    )
+    drift_window_hours: float = Field(24.0, gt=0.0, description="default drift window: the hours before now")
+    retrain_on_drift: bool = Field(
+        False, description="parking_train also runs on the parking_drift_detected asset event (retrain on drift)"
+    )
+    alert_webhook: str | None = Field(
+        None, description="URL that gets a JSON POST with the summary of each drift report that finds drift"
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:

@@ -34,6 +34,8 @@ IMAGE_COLUMNS = [
 ]
 MODEL_COLUMNS = ["mean_confidence", "free_fraction", "free_spaces"]
 FEATURE_COLUMNS = IMAGE_COLUMNS + MODEL_COLUMNS
+# the model's embedding of the tile, one column per number (emb_0, emb_1, ...), when the model exports one
+EMBEDDING_PREFIX = "emb_"
 
 # Statistics of very large rasters are taken on a downscaled copy: the same numbers to within noise,
 # at a bounded cost on the request path.
@@ -84,16 +86,22 @@ def tile_features(rgb: np.ndarray, prediction: Prediction | None = None) -> dict
             free_fraction=float(prediction.free_fraction),
             free_spaces=float(prediction.free_count),
         )
+        embedding = getattr(prediction, "embedding", None)
+        if embedding is not None:
+            out.update({f"{EMBEDDING_PREFIX}{i}": float(v) for i, v in enumerate(embedding)})
     return out
 
 
 def features_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Rows of tile_features (plus any extra keys, e.g. timestamp, model_version) as a DataFrame:
-    FEATURE_COLUMNS first, in their fixed order, then the extra columns sorted by name."""
+    FEATURE_COLUMNS first, in their fixed order, then the embedding (emb_0, emb_1, ... in number order), then
+    the other extra columns sorted by name."""
     import pandas as pd
 
     rows = list(rows)
-    extra = sorted({k for r in rows for k in r} - set(FEATURE_COLUMNS))
+    keys = {k for r in rows for k in r} - set(FEATURE_COLUMNS)
+    emb = sorted((k for k in keys if k.startswith(EMBEDDING_PREFIX) and k[4:].isdigit()), key=lambda k: int(k[4:]))
+    extra = emb + sorted(keys - set(emb))
     frame = pd.DataFrame.from_records(rows, columns=FEATURE_COLUMNS + extra)
     frame[FEATURE_COLUMNS] = frame[FEATURE_COLUMNS].astype("float64")
     return frame

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from parking_ml.cli import data, demo, serve, stack, synth, train
+from parking_ml.cli import data, demo, drift, serve, stack, synth, train
 
 app = typer.Typer(
     name="parking-ml",
@@ -15,7 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (stack, demo, synth, data, train, serve):
+for module in (stack, demo, synth, data, train, serve, drift):
     module.register(app)
 
 

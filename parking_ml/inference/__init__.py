@@ -8,6 +8,7 @@ time: the serving image carries no torch.
 from parking_ml.inference.contract import STATUS_BY_CLASS, TTA_VIEWS, Prediction, PreprocessConfig, Space
 from parking_ml.inference.geojson import georeferenced_geojson, spaces_to_geojson
 from parking_ml.inference.segmenter import (
+    EMBEDDING_OUTPUT,
     OnnxSegmenter,
     ProgressFn,
     Segmenter,
@@ -32,6 +33,7 @@ from parking_ml.inference.spaces import (
 
 __all__ = [
     "CORE_PROB",
+    "EMBEDDING_OUTPUT",
     "GROW_BLOCK_ROWS",
     "MIN_SPACES_FOR_TYPICAL",
     "OVERSIZE",

@@ -169,3 +169,5 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # H x W float16 probability of "free" (only when predict(keep_free_prob=True)): threshold-free metrics
     free_prob: np.ndarray | None = None
+    # the model's embedding of the image (mean over its tiles and views) when the model exports one
+    embedding: np.ndarray | None = None

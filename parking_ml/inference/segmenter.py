@@ -7,6 +7,7 @@ Only numpy, onnxruntime and OpenCV at import time: the serving image carries no 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -16,6 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from parking_ml.inference.contract import TTA_VIEWS, PreprocessConfig
+
+# the second ONNX output of newer exports (parking_ml.model.export.EMBEDDING_NAME): the drift embedding
+EMBEDDING_OUTPUT = "embedding"
 
 ProgressFn = Callable[[int, int], None]
 
@@ -115,6 +119,13 @@ class Segmenter(ABC):
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """run_logits under the config's test-time augmentation."""
         return tta_logits(self.run_logits, batch, self.config.tta)
+
+    def start_embedding(self) -> None:  # noqa: B027 (a hook: most segmenters have no embedding to collect)
+        """Begin collecting the embedding of the image about to be predicted (models that export one)."""
+
+    def take_embedding(self) -> np.ndarray | None:
+        """The mean embedding over what ran since start_embedding, or None."""
+        return None
 
     def warm_up(self) -> None:
         size = self.config.infer_window
@@ -220,6 +231,11 @@ class OnnxSegmenter(Segmenter):
         self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        # packages exported before the embedding have only the logits: they serve as before
+        names = [o.name for o in self.session.get_outputs()]
+        self.embedding_name = EMBEDDING_OUTPUT if EMBEDDING_OUTPUT in names[1:] else None
+        # per request: requests run in threads of one pool, each image's tiles in one thread
+        self._embedding = threading.local()
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, threads: int = 2, tta: str | None = None) -> OnnxSegmenter:
@@ -239,4 +255,21 @@ class OnnxSegmenter(Segmenter):
         return cls(onnx_path, config, threads=threads)
 
     def run_logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        sums = getattr(self._embedding, "sums", None)
+        if self.embedding_name is None or sums is None:
+            return self.session.run([self.output_name], {self.input_name: batch})[0]
+        logits, emb = self.session.run([self.output_name, self.embedding_name], {self.input_name: batch})
+        sums.append(emb.astype(np.float64).sum(axis=0))
+        self._embedding.count += len(emb)
+        return logits
+
+    def start_embedding(self) -> None:
+        if self.embedding_name is not None:
+            self._embedding.sums, self._embedding.count = [], 0
+
+    def take_embedding(self) -> np.ndarray | None:
+        sums = getattr(self._embedding, "sums", None)
+        self._embedding.sums = None
+        if not sums:
+            return None
+        return (np.sum(sums, axis=0) / max(1, self._embedding.count)).astype(np.float32)

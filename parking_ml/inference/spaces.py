@@ -268,9 +268,11 @@ def predict(
     ``keep_free_prob`` also keeps the free class's probability map (for evaluation, not for the API)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    segmenter.start_embedding()
     probs = segmenter.predict_probs(rgb, progress=progress, timings=timings, image_gsd=image_gsd)
     t1 = time.perf_counter()
     pred = postprocess(probs, segmenter.config, image_gsd=image_gsd)
+    pred.embedding = segmenter.take_embedding()
     t2 = time.perf_counter()
     timings["postprocess_ms"] = (t2 - t1) * 1000
     timings["total_ms"] = (t2 - t0) * 1000

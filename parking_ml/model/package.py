@@ -55,8 +55,11 @@ def build_package(
     out_dir: str | Path,
     reference_features: Any = None,
     tile_size: int = 256,
+    embedding: bool = True,
 ) -> PackageInfo:
-    """Export model to out_dir/model.onnx (parity-checked) and write preprocess.json and the drift reference."""
+    """Export model to out_dir/model.onnx (parity-checked) and write preprocess.json and the drift reference.
+
+    embedding: also export the drift embedding output (parking_ml.model.export); False: logits only."""
     import io
 
     out = Path(out_dir)
@@ -66,7 +69,7 @@ def build_package(
     # download_package only
     from parking_ml.model.export import export_onnx
 
-    diff = export_onnx(model, onnx_path, tile_size=tile_size)
+    diff = export_onnx(model, onnx_path, tile_size=tile_size, embedding=embedding)
     config = preprocess_to_dict(preprocess)
     _write_atomic(out / PREPROCESS_FILE, json.dumps(config, indent=2, sort_keys=True).encode("utf-8"))
     if reference_features is not None:

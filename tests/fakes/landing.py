@@ -75,3 +75,17 @@ def write_landing(
             masks[f"{base}.png"] = mask
             n += 1
     return masks
+
+
+def geotiff_bytes(rgb: np.ndarray) -> bytes:
+    from affine import Affine
+    from rasterio.io import MemoryFile
+
+    h, w = rgb.shape[:2]
+    with MemoryFile() as mem:
+        with mem.open(
+            driver="GTiff", height=h, width=w, count=3, dtype="uint8", crs="EPSG:32633",
+            transform=Affine(0.1, 0, 500000.0, 0, -0.1, 4649776.0),
+        ) as ds:  # fmt: skip
+            ds.write(rgb.transpose(2, 0, 1))
+        return bytes(mem.read())

@@ -23,6 +23,7 @@ from parking_ml.features import FEATURE_COLUMNS
 from parking_ml.inference import OnnxSegmenter, PreprocessConfig, predict
 from parking_ml.ops.stack import free_port, wait_http
 from serving.app import create_app
+from tests.fakes.landing import geotiff_bytes
 from tests.fakes.packages import make_package, write_color_net
 from tests.fakes.scenes import lot_image
 from tests.fakes.servers import metric_value, running, wait_ready
@@ -45,20 +46,6 @@ def jpeg_bytes(rgb: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
     assert ok
     return buf.tobytes()
-
-
-def geotiff_bytes(rgb: np.ndarray) -> bytes:
-    from affine import Affine
-    from rasterio.io import MemoryFile
-
-    h, w = rgb.shape[:2]
-    with MemoryFile() as mem:
-        with mem.open(
-            driver="GTiff", height=h, width=w, count=3, dtype="uint8", crs="EPSG:32633",
-            transform=Affine(0.1, 0, 500000.0, 0, -0.1, 4649776.0),
-        ) as ds:  # fmt: skip
-            ds.write(rgb.transpose(2, 0, 1))
-        return bytes(mem.read())
 
 
 @pytest.fixture()

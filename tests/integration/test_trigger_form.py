@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from parking_ml.airflow_api import AirflowApi
 
 from parking_ml import stack
 from parking_ml.config import Settings
+from parking_ml.ops.airflow_api import AirflowApi
 
 pytestmark = pytest.mark.integration
 

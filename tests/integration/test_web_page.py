@@ -17,8 +17,10 @@ import pytest
 from parking_ml.config import Settings
 from parking_ml.data.images import encode_png
 from serving.app import create_app
-from tests.integration.test_serving_api import geotiff_bytes, make_package, running, wait_ready
-from tests.unit.test_inference_core import lot_image
+from tests.fakes.landing import geotiff_bytes
+from tests.fakes.packages import make_package
+from tests.fakes.scenes import lot_image
+from tests.fakes.servers import running, wait_ready
 
 pytestmark = pytest.mark.integration
 
