@@ -104,7 +104,7 @@ def _wait_all_runs(cluster: CeleryCluster, dag_id: str, timeout_s: float) -> Non
     """Until dag_id has a run and every run of it has finished (a scheduled run's run_after is in the past)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        runs = cluster.api._call("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 50})["dag_runs"]
+        runs = cluster.api.runs(dag_id)
         if runs and all(r["state"] in ("success", "failed") for r in runs):
             assert {r["state"] for r in runs} == {"success"}, runs
             return
