@@ -70,6 +70,8 @@ def _dead_tag() -> str:
     return tag
 
 
+# the test plays dead and live processes with ask(), which Optuna warns is not how heartbeats are meant to be used
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 def test_only_a_dead_process_trial_is_requeued(postgres_db, tmp_path):
     from optuna.trial import TrialState
 
