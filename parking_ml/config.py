@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         None, gt=0.0, description="m/px the network works at (default: the profile's); imagery is resampled to it"
     )
     optuna_storage: str = Field("", description="Optuna study DB; default sqlite:///$PARKING_HOME/optuna.db")
+    optuna_heartbeat_s: int = Field(
+        30,
+        ge=1,
+        description="on a server study DB (PostgreSQL), seconds between a running trial's heartbeats; a trial "
+        "silent for 3 beats (its machine died) is failed and re-queued by the next process that tunes the study",
+    )
     encoder_weights: str | None = Field(
         None, description="None, 'imagenet' (needs internet) or a local weights file path"
     )

@@ -115,6 +115,15 @@ def moto_server() -> Iterator[str]:
             server.stop()
 
 
+@pytest.fixture
+def postgres_db() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL (SQLAlchemy URL), dropped after the test."""
+    from tests.fakes.postgres import fresh_database, pg_url
+
+    with fresh_database("parking_test") as name:
+        yield pg_url(name)
+
+
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:
     """AIRFLOW_HOME with a migrated SQLite metadata DB (a real Airflow DB for dag.test())."""

@@ -118,6 +118,17 @@ def dataset_version(raw: pd.DataFrame, config: TilingConfig) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
+def unprocessed_version(lake: Lake, config: PreprocessConfig) -> str | None:
+    """The dataset version that raw/ would give under ``config`` when no complete processed/<version>/ exists
+    for it yet (None: raw/ is empty or already processed). What decides whether preprocessing has work, whoever
+    ingested the data: a retried ingest whose first try wrote the manifest before it died accepts nothing new."""
+    raw = read_raw_manifest(lake)
+    if raw.empty:
+        return None
+    version = dataset_version(raw, config)
+    return None if lake.exists(f"processed/{version}/dataset.json") else version
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Window starts along one axis; the last window ends at the edge."""
     if length <= tile:

@@ -181,40 +181,42 @@ def study_name(settings: Settings, dataset_version: str, profile: TrainProfile) 
     return f"{settings.model_name}-{dataset_version}-{profile.name}-{objective}-{init_weights_tag(profile, settings)}"
 
 
+def _requeue(study: Any, trial: Any) -> None:
+    """A dead process's trial runs again with the same parameters; its MLflow runs are closed as KILLED."""
+    study.enqueue_trial(dict(trial.params))
+    logger.warning("re-queued interrupted trial", extra={"study": study.study_name, "trial": trial.number})
+    if trial.user_attrs.get("mlflow_run_id"):
+        close_orphan_runs(str(trial.user_attrs["mlflow_run_id"]))
+
+
 def _storage(settings: Settings):
-    import optuna
+    from parking_ml.model.study_store import make_storage
 
     url = settings.optuna_storage
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(url)
+    return make_storage(url, settings.optuna_heartbeat_s, _requeue)
 
 
 def open_study(settings: Settings, name: str, profile: TrainProfile):
-    """Create or load the study; a trial left RUNNING by a killed process is failed and re-queued."""
+    """Create or load the study; a trial left RUNNING by a dead process is failed and re-queued, while the
+    trials of processes still tuning the same study (here or on other machines) are left alone
+    (see parking_ml.model.study_store)."""
     import optuna
-    from optuna.trial import TrialState
+
+    from parking_ml.model.study_store import create_or_load, fail_interrupted, grace_s
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(settings)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
+    study, created = create_or_load(
+        name,
+        _storage(settings),
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=settings.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=profile.cv_epochs),
-        load_if_exists=True,
     )
-    trials = study.get_trials(deepcopy=False)
-    if not trials and profile.seed_params:
+    if created and profile.seed_params:
         study.enqueue_trial(dict(profile.seed_params))
-    for t in trials:
-        if t.state == TrialState.RUNNING:
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            study.enqueue_trial(dict(t.params))
-            logger.warning("re-queued interrupted trial", extra={"study": name, "trial": t.number})
-            if t.user_attrs.get("mlflow_run_id"):
-                close_orphan_runs(str(t.user_attrs["mlflow_run_id"]))
+    fail_interrupted(study, grace_s(settings.optuna_heartbeat_s), _requeue)
     return study
 
 
@@ -271,6 +273,7 @@ def run_study(
     import optuna
 
     from parking_ml.model.metrics import scalar_metrics
+    from parking_ml.model.study_store import optimize_shared
 
     name = study_name(settings, data.version, profile)
     study = open_study(settings, name, profile)
@@ -306,16 +309,17 @@ def run_study(
         finally:
             mlflow.end_run(status=status)
 
+    ran = 0
     if remaining:
         logger.info("tuning", extra={"study": name, "trials_to_run": remaining, "profile": profile.name})
-        study.optimize(
+        ran = optimize_shared(
+            study,
             objective,
-            n_trials=remaining,
+            n_trials,
             timeout=profile.tuning_budget_s,
-            gc_after_trial=True,
             callbacks=[stop_before_overrun(profile.tuning_budget_s)],
         )
-    return study, finished_trials(study) - before
+    return study, ran
 
 
 def best_params_of(study: Any, profile: TrainProfile) -> tuple[dict, dict]:

@@ -77,10 +77,15 @@ class AirflowApi:
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
 
+    def runs(self, dag_id: str, limit: int = 50) -> list[dict]:
+        """The latest runs of dag_id, newest first."""
+        return self._call("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": limit})[
+            "dag_runs"
+        ]
+
     def runs_since(self, dag_id: str, since: datetime) -> list[dict]:
-        body = self._call("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 20})
         out = []
-        for run in body["dag_runs"]:
+        for run in self.runs(dag_id, limit=20):
             run_after = datetime.fromisoformat(run["run_after"].replace("Z", "+00:00"))
             if run_after >= since:
                 out.append(run)

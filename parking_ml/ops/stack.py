@@ -120,7 +120,7 @@ def airflow_env(settings: Settings, dags_folder: Path | None = None) -> dict[str
     }
 
 
-def mlflow_server_argv(backend_store_uri: str, artifacts_dir: Path, host: str, port: int) -> list[str]:
+def mlflow_server_argv(backend_store_uri: str, artifacts_dir: Path | str, host: str, port: int) -> list[str]:
     """One MLflow tracking server: proxied artifacts, a single worker (job execution is turned off through
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false in its env: the defaults cost ~2 GiB on this machine)."""
     return [
@@ -161,14 +161,20 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None, 
     raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
 
 
-def start_local_mlflow(root: Path, backend_store_uri: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_local_mlflow(
+    root: Path, backend_store_uri: str | None = None, artifacts_destination: str | None = None
+) -> tuple[subprocess.Popen, str]:
     """A throwaway MLflow server on a free loopback port (tests, benchmarks): (process, tracking URI).
-    Stop it with stop_pid(proc.pid)."""
+    Artifacts go to ``artifacts_destination`` (e.g. s3://bucket/prefix, with MLFLOW_S3_ENDPOINT_URL and AWS_*
+    in the environment) or root/artifacts. Stop it with stop_pid(proc.pid)."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = root / "mlflow.log"
     argv = mlflow_server_argv(
-        backend_store_uri or f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", "127.0.0.1", port
+        backend_store_uri or f"sqlite:///{root / 'mlflow.db'}",
+        artifacts_destination or root / "artifacts",
+        "127.0.0.1",
+        port,
     )
     with log.open("ab") as out:
         proc = subprocess.Popen(

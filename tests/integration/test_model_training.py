@@ -383,15 +383,22 @@ def test_a_profile_cv_objective_is_what_the_study_maximises(world, monkeypatch):
 
 
 def test_a_trial_killed_mid_run_is_requeued_with_its_parameters(world):
+    import subprocess
+    import sys
+
     from optuna.trial import TrialState
 
     from parking_ml.model.recipe import suggest
+    from parking_ml.model.study_store import OWNER_ATTR, process_tag
 
     settings = world["settings"]
     profile = get_profile("smoke")
     study = open_study(settings, "it-train-killed-smoke", profile)
     trial = study.ask()
     params = suggest(trial, profile.space)  # the process "dies" here: the trial stays RUNNING
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    trial.set_user_attr(OWNER_ATTR, process_tag(gone.pid))  # as if that (now finished) process had run it
+    gone.wait(timeout=30)
     study = open_study(settings, "it-train-killed-smoke", profile)
     states = [t.state for t in study.trials]
     assert TrialState.FAIL in states and TrialState.WAITING in states
