@@ -1,13 +1,13 @@
 """parking_ingest: landing/ -> raw/ (validate, content-address, quarantine with reasons).
 
-Manual or hourly. `ingest` checks every landing batch, or those the `batch` param names (files already ingested or quarantined are skipped, so
-a retry or the next hourly run adds nothing twice). `publish_raw` declares the `parking_raw` asset and runs only
-when raw/ holds data that no processed version covers yet: something new was accepted, or an earlier try
-stored it and died before the event (a worker lost after the manifest write). Otherwise it is skipped and no
-asset event is emitted, so an idle hour does not trigger preprocessing and retraining.
+Manual or hourly. `ingest` checks every landing batch, or those the `batch` param names (files already ingested or
+quarantined are skipped, so a retry or the next hourly run adds nothing twice). `publish_raw` declares the
+`parking_raw` asset and runs only when raw/ holds data that no processed version covers yet: something new was
+accepted, or an earlier try stored it and died before the event (a worker lost after the manifest write). Otherwise
+it is skipped and no asset event is emitted, so an idle hour does not trigger preprocessing and retraining.
 
-Retries: a task whose worker dies is failed by the scheduler once its heartbeat stops and retried (on any
-worker); ingest's writes are content-addressed and its manifest is written last, so a retry finishes the work.
+Retries: a task whose worker dies is failed by the scheduler once its heartbeat stops and retried (on any worker);
+ingest's writes are content-addressed and its manifest is written last, so a retry finishes the work.
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ def parking_ingest():
         """Emit `parking_raw` when raw/ holds data that preprocessing has not turned into a dataset yet."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from parking_ml.data.preprocess import PreprocessConfig, unprocessed_version
+        from parking_ml.data.preprocess import TilingConfig, unprocessed_version
         from parking_ml.lake import Lake
 
         settings = task_settings()
-        pending = unprocessed_version(Lake.from_settings(settings), PreprocessConfig.from_settings(settings))
+        pending = unprocessed_version(Lake.from_settings(settings), TilingConfig.from_settings(settings))
         if not summary["accepted"] and pending is None:
             raise AirflowSkipException("nothing new accepted and raw/ already processed: no parking_raw event")
         return {**summary, "pending_version": pending}

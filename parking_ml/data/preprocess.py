@@ -118,7 +118,7 @@ def dataset_version(raw: pd.DataFrame, config: TilingConfig) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
-def unprocessed_version(lake: Lake, config: PreprocessConfig) -> str | None:
+def unprocessed_version(lake: Lake, config: TilingConfig) -> str | None:
     """The dataset version that raw/ would give under ``config`` when no complete processed/<version>/ exists
     for it yet (None: raw/ is empty or already processed). What decides whether preprocessing has work, whoever
     ingested the data: a retried ingest whose first try wrote the manifest before it died accepts nothing new."""

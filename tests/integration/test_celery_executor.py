@@ -114,7 +114,7 @@ def _wait_all_runs(cluster: CeleryCluster, dag_id: str, timeout_s: float) -> Non
 
 def _land(lake: Lake, batch: str, n: int, seed: int, tmp: Path) -> set[str]:
     """Synthetic tiles (64 px) under landing/<batch>/<site>/; returns the sha256 of each image."""
-    from parking_ml.data.synthetic import generate_dataset
+    from parking_ml.synth import generate_dataset
 
     images = generate_dataset(tmp / batch, n, seed, size=64, sites=max(2, n // 3), progress=False)
     for path in sorted((tmp / batch).rglob("*")):

@@ -8,7 +8,7 @@ import pytest
 
 from parking_ml.config import Settings
 from parking_ml.data.ingest import ingest, read_raw_manifest
-from parking_ml.data.preprocess import PreprocessConfig, unprocessed_version
+from parking_ml.data.preprocess import TilingConfig, unprocessed_version
 from parking_ml.lake import Lake
 from tests.fakes.landing import write_landing
 
@@ -26,7 +26,7 @@ def test_a_retry_after_the_manifest_write_still_emits_parking_raw(airflow_home, 
     monkeypatch.setenv("PARKING_TILE_SIZE", "64")
     monkeypatch.setenv("PARKING_TILE_OVERLAP", "0")
     lake = Lake(lake_url, {})
-    config = PreprocessConfig.from_settings(Settings())  # what the DAG's tasks build from the same env
+    config = TilingConfig.from_settings(Settings())  # what the DAG's tasks build from the same env
     assert unprocessed_version(lake, config) is None  # nothing ingested: no work for preprocessing
     write_landing(lake, "b1", sites=3, per_site=2, size=96)
     # the first try: everything stored, then the worker died before the task (and the event) finished
