@@ -149,7 +149,8 @@ def main() -> None:
         )
         # mlflow models serve execs `uvicorn` from PATH
         path = f"{VENV_BIN}{os.pathsep}{base_env.get('PATH', '')}"
-        theirs_env = {**base_env, "MLFLOW_TRACKING_URI": tracking, "PATH": path}
+        # the registry that resolves models:/ is the tracking server too (never a stray ./mlflow.db)
+        theirs_env = {**base_env, "MLFLOW_TRACKING_URI": tracking, "MLFLOW_REGISTRY_URI": tracking, "PATH": path}
         theirs_log = work / "mlflow-serve.log"
         procs.append(
             start(

@@ -90,6 +90,9 @@ def find_package_root(tree: Path) -> Path:
 def download_package(model_uri: str, dst: str | Path, tracking_uri: str | None = None) -> Path:
     """Fetch a model (models:/name@alias, models:/name/3, runs:/..., or a local folder) into dst.
 
+    ``tracking_uri`` is also the registry that resolves ``models:/`` (MLflow would otherwise fall back to a
+    ``sqlite:///mlflow.db`` in the current folder when MLFLOW_TRACKING_URI is not in the environment).
+
     Returns dst, which then holds model.onnx, preprocess.json (and reference_features.parquet when the
     version has one) at its root, whatever the layout inside MLflow. dst is replaced as a whole.
     """
@@ -104,7 +107,10 @@ def download_package(model_uri: str, dst: str | Path, tracking_uri: str | None =
             import mlflow
 
             fetched = mlflow.artifacts.download_artifacts(
-                artifact_uri=model_uri, dst_path=str(staging / "raw"), tracking_uri=tracking_uri
+                artifact_uri=model_uri,
+                dst_path=str(staging / "raw"),
+                tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
             )
             root = find_package_root(Path(fetched))
         ready = staging / "ready"
