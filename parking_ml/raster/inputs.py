@@ -32,7 +32,8 @@ def expand_inputs(args: list[str]) -> list[Path]:
                 raise InputError(f"{arg}: folder holds no raster ({', '.join(RASTER_SUFFIXES)})")
             found.extend(rasters)
         else:
-            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())
+            # glob.glob, not Path.glob: the pattern may be absolute or hold ** anywhere
+            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())  # noqa: PTH207
             if not matches:
                 raise InputError(f"{arg}: no such file or folder, and no file matches it as a glob")
             found.extend(matches)

@@ -127,8 +127,8 @@ def lot_rows(
     if lots.crs is not None and not info.georeferenced:
         raise LotsError(f"{info.name} is not georeferenced: give lot outlines in its pixel coordinates (crs 'pixel')")
     if info.georeferenced:
-        left, top = info.transform * (0, 0)
-        right, bottom = info.transform * (info.width, info.height)
+        left, top = info.transform @ (0, 0)
+        right, bottom = info.transform @ (info.width, info.height)
         footprint = shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
     else:
         footprint = shapely.box(0, 0, info.width, info.height)
