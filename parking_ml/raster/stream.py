@@ -161,9 +161,9 @@ def predict_raster(
 ) -> RasterSummary:
     """Predict a whole raster (or the block ``rows`` of it: one work unit) and stream the results to
     ``outputs``. ``gsd`` is used only when the raster carries none."""
-    from parking_ml.raster.writers import MaskWriter, SpacesWriter
-
     import rasterio
+
+    from parking_ml.raster.writers import MaskWriter, SpacesWriter
 
     t0 = time.perf_counter()
     # GDAL's block cache defaults to 5 % of the machine's memory: bounded here so memory stays flat
