@@ -8,6 +8,8 @@ from airflow.sdk import Asset
 PARKING_RAW = Asset(name="parking_raw", uri="parking://lake/raw")
 PARKING_PROCESSED = Asset(name="parking_processed", uri="parking://lake/processed")
 PARKING_CHALLENGER = Asset(name="parking_challenger", uri="parking://registry/challenger")
+# emitted by whatever drops new imagery into the lake (extra {"prefix": ...} names where)
+PARKING_IMAGERY = Asset(name="parking_imagery", uri="parking://lake/imagery")
 
 
 def task_settings():
