@@ -31,8 +31,8 @@ from parking_assets import PARKING_IMAGERY, task_settings
     },
 )
 def parking_batch_predict():
-    @task(multiple_outputs=True)
-    def plan() -> dict:
+    @task
+    def plan() -> list:
         """Pin the model version, list the rasters, cut them into work units."""
         from parking_ml.raster.batch import plan as make_plan
 
@@ -59,12 +59,19 @@ def parking_batch_predict():
 
         return run_unit(task_settings(), unit)
 
+    @task
+    def rasters(units: list) -> list:
+        """The planned rasters, one merge each."""
+        from parking_ml.raster.batch import rasters_of
+
+        return rasters_of(units)
+
     @task(execution_timeout=timedelta(hours=1))
-    def merge_raster(raster: dict, parts: list, run: dict) -> list:
+    def merge_raster(raster: dict, parts: list) -> list:
         """A raster's parts joined into its files; its per-lot occupancy rows."""
         from parking_ml.raster.batch import merge_raster as merge
 
-        return merge(task_settings(), raster, list(parts), run)
+        return merge(task_settings(), raster, list(parts))
 
     @task
     def write_occupancy(rows: list) -> int:
@@ -73,10 +80,9 @@ def parking_batch_predict():
 
         return write(task_settings(), [r for per_raster in rows for r in per_raster])
 
-    planned = plan()
-    parts = predict_unit.expand(unit=planned["units"])
-    run = {"run": planned["run"], "model": planned["model"], "lots": planned["lots"]}
-    merged = merge_raster.partial(parts=parts, run=run).expand(raster=planned["rasters"])
+    units = plan()
+    parts = predict_unit.expand(unit=units)
+    merged = merge_raster.partial(parts=parts).expand(raster=rasters(units))
     write_occupancy(merged)
 
 

@@ -99,8 +99,8 @@ def plan(
     lots: str = "",
     block_rows_per_unit: int = 1,
     core: int | None = None,
-) -> dict[str, Any]:
-    """The run's rasters and work units: one unit per ``block_rows_per_unit`` block rows of each raster."""
+) -> list[dict[str, Any]]:
+    """The run's work units: one per ``block_rows_per_unit`` block rows of each raster."""
     from parking_ml.inference import PreprocessConfig
     from parking_ml.raster.blocks import plan_blocks
     from parking_ml.raster.stream import raster_header
@@ -124,14 +124,25 @@ def plan(
         for start in starts:
             stop = min(layout.n_rows, start + block_rows_per_unit)
             units.append({"key": key, "stem": stem, "rows": [start, stop], "core": layout.core})
-    for unit in units:
-        unit.update(run=run, model=model)
     lots_key = lots.strip("/")
     if lots_key and not lake.exists(lots_key):
         logger.warning("lot outlines %s not found: no occupancy this run", lake.uri(lots_key))
         lots_key = ""
+    by_key = {r["key"]: r for r in rasters}
+    for unit in units:
+        # each unit carries its raster's and the run's facts: mapped tasks get one element of one list
+        unit.update(run=run, model=model, lots=lots_key, raster=by_key[unit["key"]])
     logger.info("planned %d units over %d rasters, model %s", len(units), len(rasters), model["version"])
-    return {"run": run, "model": model, "lots": lots_key, "rasters": rasters, "units": units}
+    return units
+
+
+def rasters_of(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per raster of a plan (its facts and the run's), in plan order: what merges map over."""
+    seen: dict[str, dict[str, Any]] = {}
+    for unit in units:
+        if unit["key"] not in seen:
+            seen[unit["key"]] = {**unit["raster"], "run": unit["run"], "model": unit["model"], "lots": unit["lots"]}
+    return list(seen.values())
 
 
 def _part_key(run: str, stem: str, start: int, suffix: str) -> str:
@@ -166,7 +177,7 @@ def run_unit(settings: Settings, unit: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def merge_raster(settings: Settings, raster: dict[str, Any], parts: list[dict[str, Any]], plan_out: dict) -> list[dict]:
+def merge_raster(settings: Settings, raster: dict[str, Any], parts: list[dict[str, Any]]) -> list[dict]:
     """Join a raster's parts into predictions/<run>/<stem>.mask.tif, .spaces.parquet, .spaces.geojson (+ the
     image-CRS GeoJSON), and return its per-lot occupancy rows (none without lot outlines)."""
     import pandas as pd
@@ -180,7 +191,7 @@ def merge_raster(settings: Settings, raster: dict[str, Any], parts: list[dict[st
     missing = sorted(set(raster["starts"]) - {p["start"] for p in mine})
     if missing:
         raise RuntimeError(f"{raster['key']}: the units of block rows {missing} left no parts; clear and re-run them")
-    run, stem = plan_out["run"], raster["stem"]
+    run, stem = raster["run"], raster["stem"]
     path, opener = _raster_source(lake, raster["key"])
     info = raster_header(path, opener)
     with tempfile.TemporaryDirectory(prefix="parking-merge-") as tmp:
@@ -194,11 +205,11 @@ def merge_raster(settings: Settings, raster: dict[str, Any], parts: list[dict[st
         for local in written.values():
             _put(lake, Path(local), f"{PREDICTIONS}/{run}/{Path(local).name}")
         rows: list[dict] = []
-        if plan_out.get("lots"):
-            lots = read_lots(lake.read_bytes(plan_out["lots"]), lake.uri(plan_out["lots"]))
+        if raster["lots"]:
+            lots = read_lots(lake.read_bytes(raster["lots"]), lake.uri(raster["lots"]))
             spaces = pd.read_parquet(outputs.spaces_parquet, columns=["x", "y", "status"])
             when = datetime.fromisoformat(raster["image_time"])
-            frame = lot_rows(lots, spaces, info, when, plan_out["model"]["version"])
+            frame = lot_rows(lots, spaces, info, when, raster["model"]["version"])
             frame["image_time"] = frame["image_time"].map(lambda t: t.isoformat())
             # XComs are JSON: an undefined rate (a lot with no space seen) travels as null, not NaN
             rows = [
