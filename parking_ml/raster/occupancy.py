@@ -140,8 +140,8 @@ def lot_rows(
         if lots.crs is not None:
             geom = transform_geom(lots.crs, info.crs, geom)
         shape = shapely.geometry.shape(geom)
-        if not shape.intersects(footprint):
-            continue  # not in this image: no row rather than a lot seen empty
+        if shape.intersection(footprint).area <= 0:
+            continue  # not in this image (or only touching its edge): no row rather than a lot seen empty
         inside = shapely.contains_xy(shape, x, y)
         n_free, n_occ = int((inside & free).sum()), int((inside & ~free).sum())
         cap = n_free + n_occ
