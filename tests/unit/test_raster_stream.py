@@ -232,3 +232,51 @@ def test_lots_in_pixels_for_a_raster_without_georeference():
     spaces = pd.DataFrame({"x": [5.0, 15.0], "y": [5.0, 5.0], "status": ["free", "occupied"]})
     rows = lot_rows(lots, spaces, info, datetime(2026, 1, 1, tzinfo=UTC), "dir:m")
     assert rows[["free", "occupied", "capacity_seen"]].iloc[0].tolist() == [1, 0, 1]
+
+
+def test_predict_command_takes_a_folder_or_a_glob_and_writes_occupancy_to_the_lake(segmenter, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from parking_ml.cli import app
+    from parking_ml.lake import Lake
+    from parking_ml.raster.occupancy import OCCUPANCY_KEY
+
+    monkeypatch.setenv("PARKING_HOME", str(tmp_path / "var"))
+    transform = Affine(0.1, 0, CM_EASTING, 0, -0.1, NORTHING_42N)
+    folder = tmp_path / "imagery"
+    folder.mkdir()
+    for i, when in enumerate(("2026:12:06 08:00:00", "2026:12:06 12:00:00")):
+        write_tif(folder / f"pass{i}.tif", lot_image(200, 300, seed=i), transform, tags={"TIFFTAG_DATETIME": when})
+    (folder / "notes.txt").write_text("not a raster")
+    lots = tmp_path / "lots.geojson"
+    ring = [list(transform @ p) for p in ((0, 0), (300, 0), (300, 200), (0, 200), (0, 0))]
+    lots.write_text(json.dumps({
+        "type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32633"}},
+        "features": [
+            {"type": "Feature", "properties": {"lot_id": "all"}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+        ],
+    }))  # fmt: skip
+    model = str(segmenter.model_path.parent)
+    runner = CliRunner()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", str(folder), "--model-dir", model, "--out", str(out), "--lots", str(lots)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("*.spaces.parquet")) == ["pass0.spaces.parquet", "pass1.spaces.parquet"]
+    occupancy = Lake(f"file://{tmp_path / 'var' / 'lake'}", {}).read_parquet(OCCUPANCY_KEY)
+    assert occupancy["raster"].tolist() == ["pass0.tif", "pass1.tif"] and set(occupancy["lot_id"]) == {"all"}
+    for row in occupancy.itertuples():
+        spaces = pd.read_parquet(out / f"{Path(row.raster).stem}.spaces.parquet")
+        assert row.capacity_seen == len(spaces) and row.free == int((spaces["status"] == "free").sum())
+
+    # the same passes again, named by a glob: their rows are replaced, not added
+    result = runner.invoke(app, ["predict", str(folder / "pass*.tif"), "--model-dir", model, "--lots", str(lots)])
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(
+        Lake(f"file://{tmp_path / 'var' / 'lake'}", {}).read_parquet(OCCUPANCY_KEY), occupancy
+    )
+    result = runner.invoke(app, ["predict", str(tmp_path / "nothing*.tif"), "--model-dir", model])
+    assert result.exit_code == 2 and "no file matches it as a glob" in result.output
+    result = runner.invoke(
+        app, ["predict", str(folder), "--model-dir", model, "--geojson", str(tmp_path / "x.geojson")]
+    )
+    assert result.exit_code != 0 and "take one image" in result.output
