@@ -10,6 +10,7 @@ client sends an image; mlflow's pyfunc receives the normalised float array as JS
 what a client must send it. "raw floor" is one in-process onnxruntime session.run on the same tiles, with
 the same thread count: the cost of the network alone.
 Targets: throughput >= 3x mlflow serve at concurrency 4; our p50 <= 1.15x the raw floor at concurrency 1.
+A last row runs the same registered model through `parking-ml predict` on a generated raster (``--raster``).
 At concurrency 1 our requests alternate with floor runs, so both see the same load on a shared machine.
 Timings are only comparable within one run; the load average is printed with the table.
 
@@ -103,6 +104,24 @@ def drive(name: str, concurrency: int, n_requests: int, send) -> Result:
     return Result(name, concurrency, latencies, time.perf_counter() - t0, errors)
 
 
+def large_raster_row(side: int, work: Path, tracking: str, env: dict[str, str]) -> None:
+    """The registered champion on a side x side generated raster through `parking-ml predict` (streamed in
+    blocks; no MLFLOW_TRACKING_URI in its environment: the settings' URI is the registry too)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bigraster import make_raster, run_child
+
+    raster = work / f"mosaic-{side}.tif"
+    make_raster(raster, side)
+    port = tracking.rsplit(":", 1)[1]
+    env = {**env, "PARKING_HOME": str(work / "predict-var"), "PARKING_MLFLOW_PORT": port}
+    env["PARKING_MODEL_NAME"] = "bench-spaces"
+    cmd = [str(VENV_BIN / "parking-ml"), "predict", str(raster), "--out", str(work / "predict-out")]
+    wall, cpu, rss = run_child(cmd, env)
+    mpx = side * side / 1e6
+    print(f"| predict, {side} x {side} raster | {mpx / wall:.2f} Mpx/s | {wall:.1f} s ({cpu:.1f} CPU s) |", end="")
+    print(f" peak {rss:.0f} MiB |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=24, help="requests per server and concurrency level")
@@ -110,6 +129,9 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=512, help="tile side in pixels")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads (ours and the floor)")
+    parser.add_argument(
+        "--raster", type=int, default=4096, help="side of a generated raster run through `parking-ml predict` (0: none)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--embedding-cost", action="store_true", help="with vs without the embedding output")
     args = parser.parse_args()
@@ -159,7 +181,8 @@ def main() -> None:
         )
         # mlflow models serve execs `uvicorn` from PATH
         path = f"{VENV_BIN}{os.pathsep}{base_env.get('PATH', '')}"
-        theirs_env = {**base_env, "MLFLOW_TRACKING_URI": tracking, "PATH": path}
+        # the registry that resolves models:/ is the tracking server too (never a stray ./mlflow.db)
+        theirs_env = {**base_env, "MLFLOW_TRACKING_URI": tracking, "MLFLOW_REGISTRY_URI": tracking, "PATH": path}
         theirs_log = work / "mlflow-serve.log"
         procs.append(
             start(
@@ -267,6 +290,8 @@ def main() -> None:
             f"({'met' if ours1.pct(50) <= 1.15 * floor_p50 else 'NOT met'})"
         )
         print(f"raw floor p50 {statistics.median(floor) * 1000:.0f} ms")
+        if args.raster:
+            large_raster_row(args.raster, work, tracking, {**base_env, "PARKING_THREADS": str(args.threads)})
     finally:
         for proc in reversed(procs):
             stop_pid(proc.pid)

@@ -9,6 +9,8 @@ PARKING_RAW = Asset(name="parking_raw", uri="parking://lake/raw")
 PARKING_PROCESSED = Asset(name="parking_processed", uri="parking://lake/processed")
 PARKING_CHALLENGER = Asset(name="parking_challenger", uri="parking://registry/challenger")
 PARKING_DRIFT_DETECTED = Asset(name="parking_drift_detected", uri="parking://monitoring/drift")
+# emitted by whatever drops new imagery into the lake (extra {"prefix": ...} names where)
+PARKING_IMAGERY = Asset(name="parking_imagery", uri="parking://lake/imagery")
 
 
 def task_settings(**overrides):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import uuid
@@ -46,59 +45,30 @@ def serve(
     run_server(host or settings.host, port or settings.api_port, workers, log_level)
 
 
-def _load_segmenter(console, settings, model_dir: Path | None, model_uri: str | None, tmp: Path, threads: int):
-    """The package of --model-dir, else of --model-uri (or the settings' model) fetched into ``tmp``, loaded;
-    typer.Exit(2) with the reason when it cannot be."""
-    from parking_ml.inference import OnnxSegmenter
-
-    source = model_dir or (None if model_uri else settings.model_dir)
-    if source is None:
-        from parking_ml.model.package import download_package
-        from serving.server import mlflow_client_defaults
-
-        mlflow_client_defaults()
-        uri = model_uri or f"models:/{settings.model_name}@{settings.model_alias}"
-        console.print(f"fetching {uri} from {settings.mlflow_tracking_uri}")
-        try:
-            source = download_package(uri, tmp / "model", tracking_uri=settings.mlflow_tracking_uri)
-        except Exception as exc:
-            console.print(f"[red]error[/red]: could not fetch {uri}: {exc}\n(use --model-dir DIR offline)")
-            raise typer.Exit(2) from None
-    try:
-        return OnnxSegmenter.from_dir(source, threads=threads, tta=settings.serving_tta)
-    except FileNotFoundError as exc:
-        console.print(f"[red]error[/red]: {exc}")
-        raise typer.Exit(2) from None
-
-
-def _summary_table(title: str, pred):
-    """The counts, occupancy, confidence and stage timings of a prediction as a rich table."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    rate = "n/a" if pred.occupancy_rate is None else f"{pred.occupancy_rate:.1%}"
-    for label, value in (
-        ("free spaces", str(pred.free_count)),
-        ("occupied spaces", str(pred.occupied_count)),
-        ("occupancy", rate),
-        ("mean confidence", f"{pred.mean_confidence:.3f}"),
-        *((k.removesuffix("_ms") + " ms", f"{v:.1f}") for k, v in pred.timings_ms.items()),
-    ):
-        table.add_row(label, value)
-    return table
-
-
 def predict(
-    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="PNG, JPEG or (Geo)TIFF")],
+    images: Annotated[
+        list[str], typer.Argument(help="raster file(s), folder(s) or glob(s): GeoTIFF/COG of any size, PNG, JPEG")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="folder for each raster's <stem>.mask.tif, .spaces.parquet, .spaces.geojson"),
+    ] = None,
+    lots: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="lot outlines (GeoJSON or GeoParquet, property lot_id): per-lot occupancy, appended to the "
+            "lake's predictions/occupancy.parquet",
+        ),
+    ] = None,
     geojson: Annotated[
         Path | None,
-        typer.Option(help="write the spaces as GeoJSON (EPSG:4326 for a GeoTIFF, pixel coordinates otherwise)"),
+        typer.Option(help="one image: write the spaces as GeoJSON (EPSG:4326 when georeferenced, else pixels)"),
     ] = None,
     mask: Annotated[
         Path | None,
-        typer.Option(help="write the class mask (0/1/2): PNG, or a GeoTIFF when the name ends in .tif/.tiff"),
+        typer.Option(help="one image: write the class mask (0/1/2): PNG, or GeoTIFF for a .tif/.tiff name"),
     ] = None,
     model_dir: Annotated[Path | None, typer.Option(help="local model package folder")] = None,
     model_uri: Annotated[
@@ -114,70 +84,189 @@ def predict(
         ),
     ] = None,
 ) -> None:
-    """Find parking spaces in one image with the same core as the API, without a server."""
+    """Find parking spaces in images of any size with the same core as the API, without a server.
+
+    Rasters are read and predicted block by block, so memory does not grow with the raster."""
     from rich.console import Console
-    from rich.progress import Progress
 
     from parking_ml.config import load_settings
-    from parking_ml.data.images import ImageError, encode_png, read_image
-    from parking_ml.inference import predict as run_predict
-    from parking_ml.inference import spaces_to_geojson
+    from parking_ml.data.images import ImageError
+    from parking_ml.inference import OnnxSegmenter
+    from parking_ml.raster.inputs import InputError, expand_inputs
+    from parking_ml.raster.occupancy import LotsError, read_lots_file
+    from parking_ml.raster.source import RasterError
 
     if model_dir is not None and model_uri is not None:
         raise typer.BadParameter("give --model-dir or --model-uri, not both")
     console = Console(stderr=True)
     settings = load_settings()
-    n_threads = threads or settings.threads
     try:
-        raster = read_image(image.read_bytes(), image.name, max_pixels=settings.max_pixels)
+        paths = expand_inputs(images)
+        for path in paths:
+            _check_signature(path)
+        lot_outlines = read_lots_file(lots) if lots is not None else None
+    except (InputError, LotsError) as exc:
+        console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
     except ImageError as exc:
         console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
         raise typer.Exit(2) from None
+    if (geojson is not None or mask is not None) and len(paths) > 1:
+        raise typer.BadParameter(f"--geojson and --mask take one image, got {len(paths)}; use --out DIR")
 
     with tempfile.TemporaryDirectory(prefix="parking-predict-") as tmp:
-        segmenter = _load_segmenter(console, settings, model_dir, model_uri, Path(tmp), n_threads)
-
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("predicting", total=None)
-
-            def on_progress(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
-            pred = run_predict(segmenter, raster.rgb, image_gsd=raster.gsd or gsd, progress=on_progress)
-
-    Console().print(_summary_table(f"{image.name} ({raster.width}x{raster.height} px)", pred))
-
-    if geojson is not None:
-        georef = raster.transform is not None and raster.crs
-        fc = spaces_to_geojson(pred.spaces, raster.transform, raster.crs, dst_crs="EPSG:4326" if georef else None)
-        _atomic_write(geojson, json.dumps(fc).encode())
-        console.print(f"wrote {geojson}")
-    if mask is not None:
-        if mask.suffix.lower() in (".tif", ".tiff"):
-            _write_mask_tiff(mask, pred.mask, raster.crs, raster.transform)
-        else:
-            _atomic_write(mask, encode_png(pred.mask))
-        console.print(f"wrote {mask}")
+        source, version = _model_source(settings, model_dir, model_uri, Path(tmp), console)
+        try:
+            segmenter = OnnxSegmenter.from_dir(source, threads=threads or settings.threads, tta=settings.serving_tta)
+        except FileNotFoundError as exc:
+            console.print(f"[red]error[/red]: {exc}")
+            raise typer.Exit(2) from None
+        try:
+            results = [_predict_one(segmenter, path, out or Path(tmp) / "out", gsd, console) for path in paths]
+            _print_results(results)
+            if lot_outlines is not None:
+                _occupancy(settings, lot_outlines, results, version, console)
+        except (RasterError, LotsError) as exc:
+            console.print(f"[red]error[/red]: {exc}")
+            raise typer.Exit(2) from None
+        if geojson is not None:
+            _atomic_write(geojson, results[0][2].spaces_geojson.read_bytes())
+            console.print(f"wrote {geojson}")
+        if mask is not None:
+            _copy_mask(results[0][2].mask, mask)
+            console.print(f"wrote {mask}")
 
 
-def _write_mask_tiff(path: Path, mask, crs, transform) -> None:
+def _check_signature(path: Path) -> None:
+    from parking_ml.data.images import probe_image, sniff_format
+
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if sniff_format(head) is None:
+        probe_image(head, path.name)  # raises the API's error (empty / unsupported_type) for it
+
+
+def _model_source(settings, model_dir, model_uri, tmp: Path, console) -> tuple[Path, str]:
+    """(package folder, the model version it is): a registry alias is resolved to its version first, so
+    every raster of the call runs the same model even if the alias moves meanwhile."""
+    source = model_dir or (None if model_uri else settings.model_dir)
+    if source is not None:
+        return Path(source), f"dir:{Path(source).resolve().name}"
+    from parking_ml.model.package import download_package
+    from serving.server import mlflow_client_defaults
+
+    mlflow_client_defaults()
+    uri = model_uri or f"models:/{settings.model_name}@{settings.model_alias}"
+    console.print(f"fetching {uri} from {settings.mlflow_tracking_uri}")
+    try:
+        uri, version = _pin_version(settings, uri)
+        return download_package(uri, tmp / "model", tracking_uri=settings.mlflow_tracking_uri), version
+    except Exception as exc:
+        console.print(f"[red]error[/red]: could not fetch {uri}: {exc}\n(use --model-dir DIR offline)")
+        raise typer.Exit(2) from None
+
+
+def _pin_version(settings, uri: str) -> tuple[str, str]:
+    """models:/name@alias -> (models:/name/<version>, version); other URIs as they are."""
+    if not (uri.startswith("models:/") and "@" in uri):
+        return uri, uri.removeprefix("models:/").rsplit("/", 1)[-1] if uri.startswith("models:/") else uri
+    from mlflow import MlflowClient
+
+    name, alias = uri.removeprefix("models:/").split("@", 1)
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+    version = str(client.get_model_version_by_alias(name, alias).version)
+    return f"models:/{name}/{version}", version
+
+
+def _predict_one(segmenter, path: Path, out_dir: Path, gsd: float | None, console):
+    from rich.progress import Progress
+
+    from parking_ml.raster.stream import Outputs, predict_raster, raster_header
+
+    info = raster_header(path)
+    outputs = Outputs.beside(out_dir, path.stem)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"predicting {path.name}", total=None)
+        summary = predict_raster(
+            segmenter, path, outputs, gsd=gsd, progress=lambda d, t: progress.update(task, completed=d, total=t)
+        )
+    return path, info, outputs, summary
+
+
+def _print_results(results) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def rate(s) -> str:
+        return "n/a" if s.occupancy_rate is None else f"{s.occupancy_rate:.1%}"
+
+    if len(results) == 1:
+        path, info, _, s = results[0]
+        table = Table(title=f"{path.name} ({info.width}x{info.height} px)")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        for label, value in (
+            ("free spaces", str(s.free)),
+            ("occupied spaces", str(s.occupied)),
+            ("occupancy", rate(s)),
+            ("mean confidence", f"{s.mean_confidence:.3f}"),
+            ("blocks", str(s.blocks)),
+            ("seconds", f"{s.timings_ms['total_ms'] / 1000:.1f}"),
+        ):
+            table.add_row(label, value)
+    else:
+        table = Table(title="parking spaces")
+        for col in ("raster", "px", "free", "occupied", "occupancy", "confidence", "s"):
+            table.add_column(col, justify="left" if col == "raster" else "right")
+        for path, info, _, s in results:
+            table.add_row(
+                path.name, f"{info.width}x{info.height}", str(s.free), str(s.occupied), rate(s),
+                f"{s.mean_confidence:.3f}", f"{s.timings_ms['total_ms'] / 1000:.1f}",
+            )  # fmt: skip
+    Console().print(table)
+
+
+def _occupancy(settings, lot_outlines, results, version: str, console) -> None:
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+
+    from parking_ml.lake import Lake
+    from parking_ml.raster.inputs import pass_time
+    from parking_ml.raster.occupancy import OCCUPANCY_KEY, lot_rows, upsert_occupancy
+
+    frames = []
+    for path, info, outputs, _ in results:
+        spaces = pd.read_parquet(outputs.spaces_parquet, columns=["x", "y", "status"])
+        frames.append(lot_rows(lot_outlines, spaces, info, pass_time(info, path), version))
+    rows = pd.concat(frames, ignore_index=True)
+    lake = Lake.from_settings(settings)
+    upsert_occupancy(lake, rows)
+    table = Table(title="occupancy per lot")
+    for col in ("lot", "raster", "image time", "free", "occupied", "capacity seen", "occupancy"):
+        table.add_column(col)
+    for r in rows.itertuples(index=False):
+        rate = "n/a" if pd.isna(r.occupancy_rate) else f"{r.occupancy_rate:.1%}"
+        table.add_row(r.lot_id, r.raster, str(r.image_time), str(r.free), str(r.occupied), str(r.capacity_seen), rate)
+    Console().print(table)
+    console.print(f"{len(rows)} lot rows written to {lake.uri(OCCUPANCY_KEY)}")
+
+
+def _copy_mask(streamed: Path, dst: Path) -> None:
+    import shutil
+
+    if dst.suffix.lower() in (".tif", ".tiff"):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+        shutil.copyfile(streamed, tmp)
+        tmp.replace(dst)
+        return
     import rasterio
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    profile = {
-        "driver": "GTiff",
-        "height": mask.shape[0],
-        "width": mask.shape[1],
-        "count": 1,
-        "dtype": "uint8",
-        "compress": "deflate",
-    }
-    if crs and transform is not None:
-        profile.update(crs=crs, transform=transform)
-    with rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(mask, 1)
-    tmp.replace(path)
+    from parking_ml.data.images import encode_png
+
+    with rasterio.open(streamed) as ds:
+        _atomic_write(dst, encode_png(ds.read(1)))
 
 
 def register(app: typer.Typer) -> None:

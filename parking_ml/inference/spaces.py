@@ -45,6 +45,10 @@ def split_merged(binary: np.ndarray, prob: np.ndarray, min_core: int, core_prob:
 
     carve = np.zeros(binary.shape, dtype=bool)
     cores = (binary & (prob >= core_prob)).view(np.uint8)
+    # two cores of min_core px need 2 x min_core core pixels: most calls (split_oversized tries up to six
+    # levels per large component) stop here without labelling (docs/experiments/postprocess-core-precheck.md)
+    if np.count_nonzero(cores) < 2 * max(1, min_core):
+        return carve
     n, core_labels, core_stats, _ = cv2.connectedComponentsWithStats(cores, connectivity=4)
     if n <= 2:
         return carve

@@ -90,8 +90,35 @@ def find_package_root(tree: Path) -> Path:
     raise FileNotFoundError(f"no {MODEL_FILE} with {PREPROCESS_FILE} beside it under {tree}")
 
 
+def resolve_models_uri(model_uri: str, tracking_uri: str) -> str:
+    """models:/name@alias, models:/name/<version> or models:/<model id> -> the artifact location of its files,
+    asked of ``tracking_uri`` as tracking server and registry.
+
+    MLflow 3.17's models:/ resolution asks the process-wide registry and tracking URIs whatever URIs the call
+    is given, so without MLFLOW_TRACKING_URI in the environment it opened a ./mlflow.db and found no model."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    ref = model_uri.removeprefix("models:/").strip("/")
+    if ref.startswith("m-") and "/" not in ref:
+        return client.get_logged_model(ref).artifact_location
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = str(client.get_model_version_by_alias(name, alias).version)
+    else:
+        name, _, version = ref.rpartition("/")
+        if not name:
+            raise ValueError(f"{model_uri}: give models:/<name>@<alias> or models:/<name>/<version>")
+    location = client.get_model_version_download_uri(name, version)
+    if location.startswith("models:/"):
+        return client.get_logged_model(location.removeprefix("models:/").strip("/")).artifact_location
+    return location
+
+
 def download_package(model_uri: str, dst: str | Path, tracking_uri: str | None = None) -> Path:
     """Fetch a model (models:/name@alias, models:/name/3, runs:/..., or a local folder) into dst.
+
+    ``tracking_uri`` is also the registry that resolves ``models:/`` (see resolve_models_uri).
 
     Returns dst, which then holds model.onnx, preprocess.json (and reference_features.parquet when the
     version has one) at its root, whatever the layout inside MLflow. dst is replaced as a whole.
@@ -106,6 +133,8 @@ def download_package(model_uri: str, dst: str | Path, tracking_uri: str | None =
         else:
             import mlflow
 
+            if tracking_uri and model_uri.startswith("models:/"):
+                model_uri = resolve_models_uri(model_uri, tracking_uri)
             fetched = mlflow.artifacts.download_artifacts(
                 artifact_uri=model_uri, dst_path=str(staging / "raw"), tracking_uri=tracking_uri
             )
