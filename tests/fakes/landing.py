@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -89,3 +90,23 @@ def geotiff_bytes(rgb: np.ndarray) -> bytes:
         ) as ds:  # fmt: skip
             ds.write(rgb.transpose(2, 0, 1))
         return bytes(mem.read())
+
+
+def write_tif(path: Path, rgb: np.ndarray, transform=None, crs="EPSG:32633", nodata_box=None, tags=None) -> Path:
+    """A tiled 8-bit RGB GeoTIFF (georeferenced when a transform is given; a zeroed nodata box on request)."""
+    import rasterio
+
+    h, w = rgb.shape[:2]
+    profile = {"driver": "GTiff", "height": h, "width": w, "count": 3, "dtype": "uint8", "tiled": True}
+    if transform is not None:
+        profile.update(crs=crs, transform=transform)
+    if nodata_box is not None:
+        profile["nodata"] = 0
+        r0, r1, c0, c1 = nodata_box
+        rgb = rgb.copy()
+        rgb[r0:r1, c0:c1] = 0
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(rgb.transpose(2, 0, 1))
+        if tags:
+            ds.update_tags(**tags)
+    return path

@@ -18,8 +18,9 @@ from parking_ml.inference import OnnxSegmenter, PreprocessConfig
 from parking_ml.lake import Lake
 from parking_ml.raster.occupancy import OCCUPANCY_KEY
 from parking_ml.raster.stream import Outputs, predict_raster
-from tests.unit.test_inference_core import lot_image, write_color_net
-from tests.unit.test_raster_stream import write_tif
+from tests.fakes.landing import write_tif
+from tests.fakes.packages import write_color_net
+from tests.fakes.scenes import lot_image
 
 pytestmark = pytest.mark.integration
 

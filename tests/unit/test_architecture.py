@@ -138,3 +138,15 @@ def test_importing_the_core_loads_none_of_the_layers_above_it():
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"askers": [], "loaded": []}
+
+
+def test_no_test_module_imports_another_or_conftest():
+    """Shared test code lives in tests/fakes/ and fixtures in conftest.py, so a test module never reaches into
+    another test module (or conftest) for a helper."""
+    offenders = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        for line, name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "tests" and len(parts) > 1 and (parts[1] == "conftest" or parts[-1].startswith("test_")):
+                offenders.append(f"{path.relative_to(REPO)}:{line} imports {name}")
+    assert not offenders, "\n".join(offenders)

@@ -22,7 +22,9 @@ from parking_ml.inference import OnnxSegmenter, PreprocessConfig, predict
 from parking_ml.raster.blocks import plan_blocks
 from parking_ml.raster.occupancy import Lots, lot_rows, merge_occupancy, read_lots
 from parking_ml.raster.stream import NODATA_CLASS, Outputs, predict_raster, raster_header
-from tests.unit.test_inference_core import lot_image, write_color_net
+from tests.fakes.landing import write_tif
+from tests.fakes.packages import write_color_net
+from tests.fakes.scenes import lot_image
 
 REPO = Path(__file__).resolve().parents[2]
 # UTM 33N: easting 500,000 is the zone's central meridian (15 E) and northing 4,649,776.22 is 42 N on it
@@ -36,23 +38,6 @@ def segmenter(tmp_path_factory) -> OnnxSegmenter:
     write_color_net(model / "model.onnx")
     (model / "preprocess.json").write_text(PreprocessConfig(min_area_px=20).to_json())
     return OnnxSegmenter.from_dir(model, threads=1)
-
-
-def write_tif(path: Path, rgb: np.ndarray, transform=None, crs="EPSG:32633", nodata_box=None, tags=None) -> Path:
-    h, w = rgb.shape[:2]
-    profile = {"driver": "GTiff", "height": h, "width": w, "count": 3, "dtype": "uint8", "tiled": True}
-    if transform is not None:
-        profile.update(crs=crs, transform=transform)
-    if nodata_box is not None:
-        profile["nodata"] = 0
-        r0, r1, c0, c1 = nodata_box
-        rgb = rgb.copy()
-        rgb[r0:r1, c0:c1] = 0
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(rgb.transpose(2, 0, 1))
-        if tags:
-            ds.update_tags(**tags)
-    return path
 
 
 def spaces_of(outputs: Outputs) -> pd.DataFrame:
