@@ -175,6 +175,7 @@ def _run_report(
     emb_threshold: float,
     config: DriftConfig,
 ):
+    import numpy as np
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import EmbeddingsDrift
     from evidently.metrics.embeddings import ModelDriftMethod
@@ -199,10 +200,12 @@ def _run_report(
         method = ModelDriftMethod(threshold=emb_threshold, bootstrap=False)
         metrics.append(EmbeddingsDrift(embeddings_name=EMBEDDING_NAME, drift_method=method))
     keep = shown + emb
-    return Report(metrics).run(
-        current_data=Dataset.from_pandas(current[keep].reset_index(drop=True), data_definition=definition),
-        reference_data=Dataset.from_pandas(reference[keep].reset_index(drop=True), data_definition=definition),
-    )
+    # the summary's correlations divide by the spread of constant columns (every tile 256 px wide): NaN is right
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return Report(metrics).run(
+            current_data=Dataset.from_pandas(current[keep].reset_index(drop=True), data_definition=definition),
+            reference_data=Dataset.from_pandas(reference[keep].reset_index(drop=True), data_definition=definition),
+        )
 
 
 def _feature_scores(report: dict, strong_factor: float) -> dict[str, dict[str, Any]]:

@@ -40,7 +40,6 @@ INDEX_COLUMNS = [
 ]
 # what a report folder is called: a UTC time stamp, with a counter when two reports share the second
 REPORT_ID = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
-_DATE = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 
 
 def report_id(now: datetime) -> str:
@@ -67,13 +66,12 @@ def load_live_rows(lake: Lake, since: datetime, until: datetime) -> pd.DataFrame
     """Every live row with since <= timestamp < until (all model versions; the caller picks one)."""
     import pandas as pd
 
-    days = _days(since, until)
     frames = []
-    for key in lake.list(INFERENCE_PREFIX):
-        m = _DATE.search(key)
-        if not key.endswith(".parquet") or not m or m.group(1) not in days:
-            continue
-        frames.append(pd.read_parquet(io.BytesIO(lake.read_bytes(key))))
+    # only the window's day partitions are listed: months of history cost nothing
+    for day in sorted(_days(since, until)):
+        for key in lake.list(f"{INFERENCE_PREFIX}/date={day}"):
+            if key.endswith(".parquet"):
+                frames.append(pd.read_parquet(io.BytesIO(lake.read_bytes(key))))
     if not frames:
         return pd.DataFrame(columns=["timestamp", "model_name", "model_version"])
     rows = pd.concat(frames, ignore_index=True)
@@ -116,6 +114,8 @@ def index_row(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def append_index(lake: Lake, summary: dict[str, Any]) -> None:
+    """Read, extend, rewrite whole. Two writers at the same moment could lose a row (the report folder stays):
+    the DAG runs one at a time (max_active_runs=1)."""
     import pandas as pd
 
     row = pd.DataFrame([index_row(summary)], columns=INDEX_COLUMNS)

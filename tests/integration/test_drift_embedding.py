@@ -16,9 +16,9 @@ from monitoring.run import run_drift
 from monitoring.store import load_live_rows
 from parking_ml.config import Settings
 from parking_ml.data.images import encode_png
-from parking_ml.features import features_frame, tile_features
 from parking_ml.inference import OnnxSegmenter, PreprocessConfig, predict
 from parking_ml.lake import Lake
+from parking_ml.model.evaluation import reference_features
 from parking_ml.model.export import EMBEDDING_DIMS
 from parking_ml.model.network import build_model
 from parking_ml.model.package import REFERENCE_FILE, build_package
@@ -36,8 +36,9 @@ def package(tmp_path_factory):
     net = build_model("unet", "resnet18", decoder_channels=(16, 16, 16, 8, 8))
     pkg = build_package(net, PreprocessConfig(), tmp_path_factory.mktemp("emb") / "pkg", tile_size=64).dir
     seg = OnnxSegmenter.from_dir(pkg, threads=2)
-    rows = [tile_features(t, predict(seg, t)) for t in style_tiles("default", 200, seed=1)]
-    features_frame(rows).to_parquet(pkg / REFERENCE_FILE)
+    # the final fit's own function (parking_ml.model.tune): features of tiles predicted by the package
+    items = [{"rgb": t, "prediction": predict(seg, t)} for t in style_tiles("default", 200, seed=1)]
+    reference_features(items).to_parquet(pkg / REFERENCE_FILE)
     return pkg
 
 
