@@ -16,7 +16,8 @@ import pytest
 from monitoring import store
 from parking_ml.config import Settings
 from parking_ml.lake import Lake
-from tests.conftest import VENV_BIN, free_port, stop_pid
+from parking_ml.ops.stack import free_port, stop_pid
+from tests.fakes import VENV_BIN
 
 pytestmark = pytest.mark.integration
 
