@@ -188,3 +188,18 @@ def browser() -> Iterator[object]:
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture
+def require_command() -> Callable[[str, str], None]:
+    """A Debian command a test needs (promtool, prometheus): missing, a skip naming the install command, or a
+    failure where the tools are required (CI, PARKING_REQUIRE_BROWSER=1)."""
+
+    def _require(name: str, package: str) -> None:
+        if shutil.which(name) is None:
+            reason = f"{name} not found: apt-get install -y {package}"
+            if REQUIRE_BROWSER:
+                pytest.fail(f"required here (CI / PARKING_REQUIRE_BROWSER=1) but {reason}")
+            pytest.skip(reason)
+
+    return _require

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -95,8 +94,8 @@ def test_dashboard_and_provisioning_files_are_consistent():
     assert scrape["scrape_configs"][0]["metrics_path"] == "/metrics"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
-def test_promtool_checks_config_rules_and_rule_tests(api_metrics, tmp_path):
+def test_promtool_checks_config_rules_and_rule_tests(api_metrics, tmp_path, require_command):
+    require_command("promtool", "prometheus")
     _, text = api_metrics
     for args in (["check", "config", "prometheus.yml"], ["test", "rules", "alerts_test.yml"]):
         proc = subprocess.run(["promtool", *args], cwd=PROM, capture_output=True, text=True, check=False)
@@ -105,8 +104,8 @@ def test_promtool_checks_config_rules_and_rule_tests(api_metrics, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed (Debian package)")
-def test_real_prometheus_scrapes_the_api_and_answers_every_query(api_metrics, tmp_path):
+def test_real_prometheus_scrapes_the_api_and_answers_every_query(api_metrics, tmp_path, require_command):
+    require_command("prometheus", "prometheus")
     url, _ = api_metrics
     port = free_port()
     config = yaml.safe_load((PROM / "prometheus.yml").read_text())
