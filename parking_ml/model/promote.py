@@ -185,42 +185,53 @@ def run_promotion(settings: Settings, data: Any = None, margin: float | None = N
         decision = Decision(
             promoted, reason, challenger.version, champ_v, primary, ch_metrics, champ_metrics or {}, sources
         )
-        mlflow.log_params(
-            {
-                "challenger_version": challenger.version,
-                "champion_version": champ_v or "none",
-                "primary_metric": primary,
-                "margin": margin,
-                "tolerance": settings.promotion_tolerance,
-                "min_quality": settings.promotion_min_quality,
-                **{f"{side}_holdout": source for side, source in sources.items()},
-            }
-        )
-        mlflow.log_metrics(scalar_metrics(ch_metrics, prefix="challenger_"))
-        if champ_metrics:
-            mlflow.log_metrics(scalar_metrics(champ_metrics, prefix="champion_"))
-        mlflow.log_metric("eval_s", time.perf_counter() - t0)
-        mlflow.set_tags({"promotion_decision": "promoted" if promoted else "rejected", "reason": reason[:5000]})
-        for name, payload in (
-            ("challenger_eval.json", ch_metrics),
-            ("champion_eval.json", champ_metrics or {}),
-            ("decision.json", decision.to_dict()),
-        ):
-            (work / name).write_text(json.dumps(payload, indent=2, default=float))
-            mlflow.log_artifact(str(work / name))
-        registry.set_version_tags(
-            settings,
-            challenger.version,
-            {
-                "promotion_decision": "promoted" if promoted else "rejected",
-                "promotion_reason": reason[:5000],
-                **{f"promotion_{k}": v for k, v in scalar_metrics(ch_metrics).items()},
-            },
-        )
+        _record_decision(settings, decision, margin, work, time.perf_counter() - t0)
         if promoted:
             move_champion(settings, challenger.version, reason, kind="gate")
     logger.info("promotion decision", extra={"promoted": promoted, "reason": reason, "holdout_sources": sources})
     return decision.to_dict()
+
+
+def _record_decision(settings: Settings, decision: Decision, margin: float, work: Path, eval_s: float) -> None:
+    """The promotion run's params, metrics and artifacts, and the challenger version's decision tags."""
+    import mlflow
+
+    from parking_ml.model import registry
+
+    ch_metrics, champ_metrics = decision.challenger_metrics, decision.champion_metrics
+    verdict = "promoted" if decision.promoted else "rejected"
+    mlflow.log_params(
+        {
+            "challenger_version": decision.challenger_version,
+            "champion_version": decision.champion_version or "none",
+            "primary_metric": decision.primary_metric,
+            "margin": margin,
+            "tolerance": settings.promotion_tolerance,
+            "min_quality": settings.promotion_min_quality,
+            **{f"{side}_holdout": source for side, source in decision.holdout_sources.items()},
+        }
+    )
+    mlflow.log_metrics(scalar_metrics(ch_metrics, prefix="challenger_"))
+    if champ_metrics:
+        mlflow.log_metrics(scalar_metrics(champ_metrics, prefix="champion_"))
+    mlflow.log_metric("eval_s", eval_s)
+    mlflow.set_tags({"promotion_decision": verdict, "reason": decision.reason[:5000]})
+    for name, payload in (
+        ("challenger_eval.json", ch_metrics),
+        ("champion_eval.json", champ_metrics),
+        ("decision.json", decision.to_dict()),
+    ):
+        (work / name).write_text(json.dumps(payload, indent=2, default=float))
+        mlflow.log_artifact(str(work / name))
+    registry.set_version_tags(
+        settings,
+        decision.challenger_version,
+        {
+            "promotion_decision": verdict,
+            "promotion_reason": decision.reason[:5000],
+            **{f"promotion_{k}": v for k, v in scalar_metrics(ch_metrics).items()},
+        },
+    )
 
 
 def move_champion(settings: Settings, version: str | int, reason: str, kind: str) -> dict:

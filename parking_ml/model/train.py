@@ -318,6 +318,7 @@ def _resized_steps(budget_s: float, fit_t0: float, pace_s: float, left: int, per
     return fitted
 
 
+# one loop over epochs, with the budget re-sizing between them, reads best whole (12 of its lines are the docstring)
 def fit(
     model: nn.Module,
     train_loader: DataLoader,
