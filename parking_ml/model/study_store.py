@@ -84,6 +84,12 @@ def optimize_shared(
         return 0
     tag = process_tag()
 
+    def mine() -> set[int]:
+        return {t.number for t in study.get_trials(deepcopy=False, states=ended) if t.user_attrs.get(OWNER_ATTR) == tag}
+
+    # an earlier call in this process (same tag) finished some already: count only this call's
+    before = mine()
+
     def run(trial: Any) -> float:
         trial.set_user_attr(OWNER_ATTR, tag)
         return objective(trial)
@@ -96,7 +102,7 @@ def optimize_shared(
         # the other processes' trials count too: stop once the study as a whole has enough
         callbacks=[*(callbacks or []), MaxTrialsCallback(n_trials, states=ended)],
     )
-    return sum(1 for t in study.get_trials(deepcopy=False, states=ended) if t.user_attrs.get(OWNER_ATTR) == tag)
+    return len(mine() - before)
 
 
 def create_or_load(name: str, storage: Any, direction: str, sampler: Any, pruner: Any) -> tuple[Any, bool]:
