@@ -71,8 +71,8 @@ def _load_segmenter(console, settings, model_dir: Path | None, model_uri: str | 
         raise typer.Exit(2) from None
 
 
-def _summary_table(title: str, pred):
-    """The counts, occupancy, confidence and stage timings of a prediction as a rich table."""
+def _summary_table(title: str, pred, quality: dict | None = None):
+    """The counts, occupancy, confidence, the gsd used (and where from) and stage timings as a rich table."""
     from rich.table import Table
 
     table = Table(title=title)
@@ -84,10 +84,20 @@ def _summary_table(title: str, pred):
         ("occupied spaces", str(pred.occupied_count)),
         ("occupancy", rate),
         ("mean confidence", f"{pred.mean_confidence:.3f}"),
+        *(_quality_rows(quality) if quality else ()),
         *((k.removesuffix("_ms") + " ms", f"{v:.1f}") for k, v in pred.timings_ms.items()),
     ):
         table.add_row(label, value)
     return table
+
+
+def _quality_rows(quality: dict) -> list[tuple[str, str]]:
+    gsd = quality["gsd"]
+    return [
+        ("gsd (m/px)", "n/a" if gsd is None else f"{gsd:.4f}"),
+        ("gsd source", quality["gsd_source"]),
+        ("no-structure share", f"{quality['no_structure_share']:.3f}"),
+    ]
 
 
 def predict(
@@ -110,7 +120,7 @@ def predict(
         typer.Option(
             min=0.001,
             help="ground resolution in m/px for an image that carries none (a GeoTIFF's own wins; "
-            "default: the model's typical training resolution)",
+            "default: estimated from the stalls' sizes (PARKING_GSD_ESTIMATE), else the model's typical one)",
         ),
     ] = None,
 ) -> None:
@@ -122,6 +132,8 @@ def predict(
     from parking_ml.data.images import ImageError, encode_png, read_image
     from parking_ml.inference import predict as run_predict
     from parking_ml.inference import spaces_to_geojson
+    from parking_ml.inference.gsd import resolve_gsd
+    from parking_ml.inference.quality import answer_quality
 
     if model_dir is not None and model_uri is not None:
         raise typer.BadParameter("give --model-dir or --model-uri, not both")
@@ -143,13 +155,19 @@ def predict(
             def on_progress(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            pred = run_predict(segmenter, raster.rgb, image_gsd=raster.gsd or gsd, progress=on_progress)
+            choice = resolve_gsd(segmenter, raster.rgb, raster.gsd, gsd, estimate=settings.gsd_estimate)
+            pred = run_predict(segmenter, raster.rgb, image_gsd=choice.gsd, progress=on_progress)
+    quality = answer_quality(pred, choice)
+    if choice.estimate is not None:
+        pred.timings_ms["gsd_estimate_ms"] = round(choice.estimate.elapsed_ms, 2)
 
-    Console().print(_summary_table(f"{image.name} ({raster.width}x{raster.height} px)", pred))
+    Console().print(_summary_table(f"{image.name} ({raster.width}x{raster.height} px)", pred, quality))
 
     if geojson is not None:
         georef = raster.transform is not None and raster.crs
         fc = spaces_to_geojson(pred.spaces, raster.transform, raster.crs, dst_crs="EPSG:4326" if georef else None)
+        # foreign members of the FeatureCollection: what the API answers beside its spaces
+        fc.update(gsd=choice.gsd, gsd_source=choice.source, quality=quality)
         _atomic_write(geojson, json.dumps(fc).encode())
         console.print(f"wrote {geojson}")
     if mask is not None:
