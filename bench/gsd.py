@@ -125,7 +125,7 @@ def main() -> int:
                   f"{worst * 100:+.1f} % | {within[sel].sum()}/{sel.sum()} |")  # fmt: skip
     abs_err = np.abs(err)
     print(f"\nwithin 10 %: {within.mean() * 100:.1f} % of {len(rows)} (goal 90 %); no estimate: {(~found).sum()}; "
-          f"|error| median {np.nanmedian(abs_err) * 100:.1f} %, p90 {np.nanpercentile(abs_err, 90) * 100:.1f} %")  # fmt: skip
+          f"|error| median {np.nanmedian(abs_err):.1%}, p90 {np.nanpercentile(abs_err, 90):.1%}")  # fmt: skip
 
     print("\n| gsd given to the model | free IoU | vs true |")
     print("|---|---|---|")
