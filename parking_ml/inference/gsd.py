@@ -1,10 +1,11 @@
 """Ground resolution (m/px) of an image that does not say it, from the sizes of the stalls the served network
-finds: a cheap pass (no test-time augmentation) at each of a ladder of candidate resolutions, the candidate whose
-spaces look most like real stalls chosen, and its stall length turned into the estimate.
+finds: a cheap pass (no test-time augmentation) at each of a ladder of candidate resolutions; each pass's spaces
+imply a gsd (a stall's known size / their measured size), and the gsd that most passes agree on wins.
 
-Why it works (docs/experiments/gsd-estimate.md): seen near its own scale, the network outlines stalls, so the
-long side of its spaces in metres grows in proportion to the resolution assumed; far from it, it finds blobs of
-the size it learnt, short and squat. Only numpy and OpenCV here: the serving image carries no torch.
+Why it works (docs/experiments/gsd-estimate.md): seen within ~0.75-1.2x of its own scale, the network outlines
+the stalls, so the size of its spaces in metres grows in proportion to the resolution assumed and every such pass
+implies the same gsd; further out it breaks stalls into pieces or merges them into blobs, and the passes disagree.
+Only numpy and OpenCV here: the serving image carries no torch.
 """
 
 from __future__ import annotations
@@ -22,32 +23,41 @@ from parking_ml.inference.segmenter import Segmenter
 
 GsdSource = Literal["georeference", "request", "estimated", "default"]
 
-# why: a stall's mean length (4.8-5.5 m), calibrated so that the served demo network's spaces at the true gsd
-# measure what expected_length_m says (docs/experiments/gsd-estimate.md)
-STALL_LENGTH_M = 5.1
-# long / short side of the network's spaces at the true gsd (median over generator images)
-STALL_ASPECT = 2.2
-# candidate resolutions: 0.04 .. 0.40 m/px, 1.2x apart (the network's proportional range is ~1.4x wide)
-CANDIDATES = tuple(round(0.04 * 1.2**k, 4) for k in range(13))
+# why: the square root of the served demo network's median space area (m) at the true gsd over generator images;
+# area, unlike length, does not change with the stalls' angle (docs/experiments/gsd-estimate.md)
+SPACE_SIZE_M = 2.95
+# the stall the generator and real lots have (2.4-2.7 x 4.8-5.5 m): scales SPACE_SIZE_M to other packages' labels
+STALL_M = (2.55, 5.15)
+# candidates: 0.04 .. 0.39 m/px, 1.21x apart; then the 1.1x steps between them near the first answer
+COARSE = tuple(round(0.04 * 1.1 ** (2 * k), 4) for k in range(13))
+FINE = tuple(round(0.04 * 1.1 ** (2 * k + 1), 4) for k in range(12))
+# seen within this band of its scale the network's spaces grow in proportion (their implied gsd stays put);
+# further out they collapse into pieces or swell into blobs
+BAND = (0.75, 1.2)
 # each pass looks at a centred crop that is at most this side on the network's grid (64 m at 0.2 m/px): one
-# window per pass, so the estimate's cost does not grow with the image or the candidate
+# window per pass, so the estimate's cost does not grow with the image
 NETWORK_SIDE = 320
-# spaces less sure than this are not measured
+# spaces less sure than this are not measured; squarer than MIN_ASPECT the spaces are blobs, not stalls
 MIN_CONFIDENCE = 0.5
 MIN_SPACES = 2
-# score weights: the aspect term rejects squat blobs, the slope term the far side of the proportional range
-_ASPECT_WEIGHT = 1.0
-_SLOPE_WEIGHT = 0.05
+MIN_ASPECT = 1.8
 
 
 @dataclass(frozen=True)
 class Probe:
-    """What one pass at an assumed gsd measured: spaces counted, their median long side (m) and aspect."""
+    """One pass at an assumed gsd: spaces measured, the square root of their median area (m) and their median
+    long / short side ratio (NaN when fewer than MIN_SPACES)."""
 
     gsd: float
     spaces: int
-    length_m: float
+    size_m: float
     aspect: float
+
+    def implied(self, size_m: float) -> float | None:
+        """The gsd this probe's spaces imply (None: too few, or not stall-shaped)."""
+        if self.spaces < MIN_SPACES or not self.aspect >= MIN_ASPECT:
+            return None
+        return self.gsd * size_m / self.size_m
 
 
 @dataclass(frozen=True)
@@ -69,11 +79,18 @@ class GsdChoice:
     estimate: GsdEstimate | None = None
 
 
-def expected_length_m(config: PreprocessConfig) -> float:
-    """Long side (m) the network's spaces have at the true gsd: the stall less the label's inward shrink of
-    max(0.3 m, 2 px) per end (at the model's gsd), plus the served growth and the whole-pixel outline."""
+def _space_side(config: PreprocessConfig, w: float, length: float) -> float:
     g = config.gsd or 0.2
-    return STALL_LENGTH_M - 2 * max(0.3, 2 * g) + (2 * config.grow_px + 1) * g
+    shrink = 2 * max(0.3, 2 * g)
+    grow = (2 * config.grow_px + 1) * g
+    return math.sqrt(max(w - shrink + grow, 0.1) * max(length - shrink + grow, 0.1))
+
+
+def expected_size_m(config: PreprocessConfig) -> float:
+    """Square root of a space's area (m) at the true gsd for this package: SPACE_SIZE_M (the demo profile's,
+    model gsd 0.2 m/px, grow_px 1), scaled by how the package's label shrink and growth change a stall's interior."""
+    demo = PreprocessConfig(gsd=0.2, grow_px=1.0)
+    return SPACE_SIZE_M * _space_side(config, *STALL_M) / _space_side(demo, *STALL_M)
 
 
 def centre_crop(rgb: np.ndarray, side: int) -> np.ndarray:
@@ -103,76 +120,57 @@ def measure(segmenter: Segmenter, rgb: np.ndarray, gsd: float) -> Probe:
     probs = segmenter.predict_probs(work, image_gsd=model_gsd)
     pred = postprocess(probs, segmenter.config, image_gsd=model_gsd)
     h, w = work.shape[:2]
-    longs, aspects = [], []
+    sizes, aspects = [], []
     for space in pred.spaces:
         if space.confidence < MIN_CONFIDENCE:
             continue
         ring = np.asarray(space.polygon[:4], dtype=np.float64)
         if ring[:, 0].min() <= 1 or ring[:, 1].min() <= 1 or ring[:, 0].max() >= w - 1 or ring[:, 1].max() >= h - 1:
-            continue  # cut by the border: its length is not a stall's
+            continue  # cut by the border: not a whole stall
         a, b = np.linalg.norm(ring[1] - ring[0]), np.linalg.norm(ring[2] - ring[1])
-        short, long = min(a, b), max(a, b)
-        if short <= 0:
+        if min(a, b) <= 0:
             continue
-        longs.append(long * model_gsd)
-        aspects.append(long / short)
-    if len(longs) < MIN_SPACES:
-        return Probe(gsd, len(longs), math.nan, math.nan)
-    return Probe(gsd, len(longs), float(np.median(longs)), float(np.median(aspects)))
+        sizes.append(math.sqrt(space.area_px) * model_gsd)
+        aspects.append(max(a, b) / min(a, b))
+    if len(sizes) < MIN_SPACES:
+        return Probe(gsd, len(sizes), math.nan, math.nan)
+    return Probe(gsd, len(sizes), float(np.median(sizes)), float(np.median(aspects)))
 
 
-def choose(probes: list[Probe], length_m: float) -> tuple[Probe, float] | None:
-    """The probe whose spaces look most like stalls at their assumed scale, and the gsd it implies.
-
-    Score (lower is better): how far the measured length is from a stall's, how far the aspect is from a
-    stall's, and how far the length's growth to the next candidate is from proportional (past the
-    proportional range it shrinks: the network breaks stalls it sees too large into pieces)."""
-    best: tuple[float, Probe] | None = None
-    for i, p in enumerate(probes):
-        if p.spaces < MIN_SPACES:
+def choose(probes: list[Probe], size_m: float, tol: float) -> tuple[float, int] | None:
+    """(gsd, spaces) with the most support: the implied gsd that most probes agree with (within ``tol`` in log),
+    counting only probes that lie inside BAND of it (where the network's sizes are proportional). Ties go to
+    more spaces measured. None when no probe found stall-shaped spaces."""
+    implied = [(p, g) for p in probes if (g := p.implied(size_m)) is not None]
+    best: tuple[tuple[int, int], float, int] | None = None
+    for p, g in implied:
+        support = [(q, h) for q, h in implied if abs(math.log(h / g)) < tol and BAND[0] <= q.gsd / g <= BAND[1]]
+        if not support:
             continue
-        nxt = probes[i + 1] if i + 1 < len(probes) else None
-        slope = 0.0
-        if nxt is not None and nxt.spaces >= MIN_SPACES:
-            slope = math.log(nxt.length_m / p.length_m) / math.log(nxt.gsd / p.gsd)
-        score = (
-            abs(math.log(length_m / p.length_m))
-            + _ASPECT_WEIGHT * abs(math.log(p.aspect / STALL_ASPECT))
-            + _SLOPE_WEIGHT * abs(slope - 1.0)
-        )
-        if best is None or score < best[0]:
-            best = (score, p)
-    if best is None:
-        return None
-    p = best[1]
-    return p, p.gsd * length_m / p.length_m
+        key = (len(support), p.spaces)
+        if best is None or key > best[0]:
+            best = (key, float(np.median([h for _, h in support])), max(q.spaces for q, _ in support))
+    return None if best is None else (best[1], best[2])
 
 
-def estimate_gsd(
-    segmenter: Segmenter, rgb: np.ndarray, candidates: tuple[float, ...] = CANDIDATES
-) -> GsdEstimate:
+def estimate_gsd(segmenter: Segmenter, rgb: np.ndarray) -> GsdEstimate:
     """Estimate the image's gsd (m/px) with the served network; gsd None when the model has no gsd of its own
     (nothing to scale against) or found nothing stall-like at any candidate."""
     t0 = time.perf_counter()
     if not segmenter.config.gsd:
         return GsdEstimate(None, 0, (), 0.0)
     probe_seg = _probe_segmenter(segmenter)
-    length_m = expected_length_m(segmenter.config)
-    probes = [measure(probe_seg, rgb, g) for g in candidates]
-    chosen = choose(probes, length_m)
-    if chosen is None:
-        return GsdEstimate(None, 0, tuple(probes), (time.perf_counter() - t0) * 1000)
-    picked, gsd = chosen
-    spaces = picked.spaces
-    # one pass at the estimate itself: inside the proportional range it agrees; when the chosen candidate sat
-    # at the range's edge it moves the estimate to where the stalls measure a stall's length
-    check = measure(probe_seg, rgb, gsd)
-    if check.spaces >= MIN_SPACES:
-        refined = gsd * length_m / check.length_m
-        if abs(math.log(refined / gsd)) < 0.15:
-            gsd, spaces = refined, check.spaces
-        probes.append(check)
-    return GsdEstimate(round(float(gsd), 4), spaces, tuple(probes), (time.perf_counter() - t0) * 1000)
+    size_m = expected_size_m(segmenter.config)
+    probes = [measure(probe_seg, rgb, g) for g in COARSE]
+    found = choose(probes, size_m, tol=0.08)
+    if found is not None:
+        # the in-between candidates inside the band of the first answer: more agreeing probes, a tighter median
+        probes += [measure(probe_seg, rgb, g) for g in FINE if BAND[0] <= g / found[0] <= BAND[1]]
+        found = choose(probes, size_m, tol=0.05) or found
+    elapsed = (time.perf_counter() - t0) * 1000
+    if found is None:
+        return GsdEstimate(None, 0, tuple(probes), elapsed)
+    return GsdEstimate(round(found[0], 4), found[1], tuple(probes), elapsed)
 
 
 def resolve_gsd(

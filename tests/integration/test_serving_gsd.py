@@ -20,7 +20,7 @@ from tests.fakes.servers import running, wait_ready
 
 pytestmark = pytest.mark.integration
 
-TRUE_GSD = 0.1  # the scene's stalls: 20 x 45 px = 2.0 x 4.5 m at 0.1 m/px; geotiff_bytes georeferences at 0.1
+TRUE_GSD = 0.1  # the scene's stalls: 18 x 37 px = 1.8 x 3.7 m at 0.1 m/px; geotiff_bytes georeferences at 0.1
 
 
 @pytest.fixture()
@@ -35,7 +35,7 @@ def package(tmp_path: Path) -> Path:
 
 
 def _scene() -> np.ndarray:
-    rgb, _, _ = lot(300, 400, seed=3, stall=(20, 45), rows=(20, 120, 220), gap=6)
+    rgb, _, _ = lot(300, 400, seed=3, stall=(18, 37), rows=(20, 120, 220), gap=6)
     return rgb
 
 
