@@ -44,7 +44,7 @@ def parking_ingest():
             settings.max_pixels,
             settle_s=settings.ingest_settle_s,
             batch_prefix=prefix,
-            gsd_estimator=ShippedGsdEstimator(threads=settings.threads) if settings.gsd_estimate else None,
+            gsd_estimator=ShippedGsdEstimator() if settings.gsd_estimate else None,
         )
 
     @task(outlets=[PARKING_RAW])

@@ -52,7 +52,7 @@ def ingest(
             settings.max_pixels,
             progress=True,
             settle_s=settings.ingest_settle_s,
-            gsd_estimator=ShippedGsdEstimator(threads=settings.threads) if settings.gsd_estimate else None,
+            gsd_estimator=ShippedGsdEstimator() if settings.gsd_estimate else None,
         )
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -18,9 +18,8 @@ class ShippedGsdEstimator:
     """Callable RGB -> gsd (m/px) or None. The network is built on the first call: ingest batches whose
     images all carry a gsd never load torch's model."""
 
-    def __init__(self, weights: Path = WEIGHTS, threads: int = 2) -> None:
+    def __init__(self, weights: Path = WEIGHTS) -> None:
         self.weights = Path(weights)
-        self.threads = threads
         self._segmenter = None
 
     def _build(self):
@@ -34,7 +33,6 @@ class ShippedGsdEstimator:
         channels = tuple(recipe["decoder_channels"])
         net = build_model("unet", recipe["params"]["encoder"], decoder_channels=channels, encoder_depth=len(channels))
         net.load_state_dict(torch.load(self.weights, map_location="cpu"))
-        torch.set_num_threads(self.threads)
         demo = PROFILES[recipe.get("profile", "demo")]
         config = PreprocessConfig(
             tile_size=demo.tile_size,
