@@ -40,7 +40,7 @@ NETWORK_SIDE = 320
 # spaces less sure than this are not measured; squarer than MIN_ASPECT the spaces are blobs, not stalls
 MIN_CONFIDENCE = 0.5
 MIN_SPACES = 2
-MIN_ASPECT = 1.8
+MIN_ASPECT = 1.6
 
 
 @dataclass(frozen=True)
