@@ -38,6 +38,7 @@ def parking_ingest():
 
         from parking_ml.data.ingest import ingest as run_ingest
         from parking_ml.lake import Lake
+        from parking_ml.model.gsd_estimator import ShippedGsdEstimator
 
         settings = task_settings()
         prefix = get_current_context()["params"].get("batch") or None
@@ -47,6 +48,7 @@ def parking_ingest():
             settings.max_pixels,
             settle_s=settings.ingest_settle_s,
             batch_prefix=prefix,
+            gsd_estimator=ShippedGsdEstimator() if settings.gsd_estimate else None,
         )
 
     @task(outlets=[PARKING_RAW])

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     )
     model_dir: Path | None = Field(None, description="serve a local model directory instead of the registry")
     reload_interval_s: float = Field(30.0, gt=0.0)
+    gsd_estimate: bool = Field(
+        True,
+        description="estimate the ground resolution of an image that carries none (no georeference, no ?gsd=) from "
+        "the sizes of the stalls the model finds (parking_ml.inference.gsd); false: assume the model's default",
+    )
     tta: Literal["model", "none", "flip", "dihedral"] = Field(
         "model",
         description="test-time augmentation when serving: the model package's choice, or none (8x fewer network "

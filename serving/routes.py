@@ -59,7 +59,8 @@ GsdQuery = Annotated[
         gt=0.0,
         le=10.0,
         description="ground resolution of the image in m/px, for images that carry none (PNG, JPEG, TIFF "
-        "without a CRS); a GeoTIFF's own resolution wins. Omitted: the model's typical training resolution",
+        "without a CRS); a GeoTIFF's own resolution wins. Omitted: estimated from the image (PARKING_GSD_ESTIMATE, "
+        "default true), else the model's typical training resolution; the answer says which (gsd_source)",
     ),
 ]
 
@@ -112,6 +113,9 @@ async def predict(
         "occupancy_rate": pred.occupancy_rate,
         "spaces": [s.to_dict() for s in pred.spaces],
         "geojson": result.geojson,
+        "gsd": result.gsd.gsd,
+        "gsd_source": result.gsd.source,
+        "quality": result.quality,
         "timings_ms": result.timings_ms,
     }
     if include_mask:
@@ -135,7 +139,12 @@ async def predict_mask(
     return Response(
         result.mask_png,
         media_type="image/png",
-        headers={"X-Model-Version": model.version, "X-Free-Spaces": str(result.prediction.free_count)},
+        headers={
+            "X-Model-Version": model.version,
+            "X-Free-Spaces": str(result.prediction.free_count),
+            "X-Gsd": "" if result.gsd.gsd is None else str(result.gsd.gsd),
+            "X-Gsd-Source": result.gsd.source,
+        },
     )
 
 

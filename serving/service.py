@@ -12,6 +12,8 @@ from parking_ml.config import Settings
 from parking_ml.data.images import ImageError, RasterImage, check_size, encode_png, probe_image, read_image
 from parking_ml.features import tile_features
 from parking_ml.inference import Prediction, georeferenced_geojson, predict
+from parking_ml.inference.gsd import GsdChoice, resolve_gsd
+from parking_ml.inference.quality import answer_quality
 from serving.drift import DriftBuffer, feature_row
 from serving.errors import IMAGE_ERROR_STATUS, ApiError
 from serving.holder import LoadedModel
@@ -26,6 +28,8 @@ class InferenceResult:
     prediction: Prediction
     geojson: dict[str, Any] | None
     timings_ms: dict[str, float]
+    gsd: GsdChoice
+    quality: dict[str, Any]
     mask_png: bytes | None = None
 
 
@@ -51,12 +55,16 @@ def run_inference(
     with_mask_png: bool = False,
     gsd: float | None = None,
 ) -> InferenceResult:
-    """gsd (m/px) stands in for an image that carries none; a GeoTIFF's own resolution wins."""
+    """gsd (m/px) stands in for an image that carries none; a GeoTIFF's own resolution wins; without either the
+    estimate (settings.gsd_estimate) or the package's default."""
     t0 = time.perf_counter()
     image = decode_upload(data, name, settings)
     t_decode = time.perf_counter() - t0
-    pred = predict(model.segmenter, image.rgb, image_gsd=image.gsd or gsd)
+    choice = resolve_gsd(model.segmenter, image.rgb, image.gsd, gsd, estimate=settings.gsd_estimate)
+    pred = predict(model.segmenter, image.rgb, image_gsd=choice.gsd)
     timings = {"decode_ms": round(t_decode * 1000, 2), **pred.timings_ms}
+    if choice.estimate is not None:
+        timings["gsd_estimate_ms"] = round(choice.estimate.elapsed_ms, 2)
     geojson = georeferenced_geojson(pred.spaces, image.transform, image.crs)
     mask_png = encode_png(pred.mask) if with_mask_png else None
     t1 = time.perf_counter()
@@ -71,4 +79,4 @@ def run_inference(
         metrics.inference_duration.labels(stage=stage.removesuffix("_ms")).observe(ms / 1000)
     metrics.free_spaces.observe(pred.free_count)
     metrics.occupied_spaces.observe(pred.occupied_count)
-    return InferenceResult(image, pred, geojson, timings, mask_png)
+    return InferenceResult(image, pred, geojson, timings, choice, answer_quality(pred, choice), mask_png)

@@ -40,6 +40,7 @@ def ingest(
     """
     from parking_ml.data.ingest import ingest as run_ingest
     from parking_ml.lake import Lake
+    from parking_ml.model.gsd_estimator import ShippedGsdEstimator
 
     if batch and all_batches:
         raise typer.BadParameter("give --batch NAME or --all, not both")
@@ -51,6 +52,7 @@ def ingest(
             settings.max_pixels,
             progress=True,
             settle_s=settings.ingest_settle_s,
+            gsd_estimator=ShippedGsdEstimator() if settings.gsd_estimate else None,
         )
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import uuid
@@ -80,7 +81,7 @@ def predict(
         typer.Option(
             min=0.001,
             help="ground resolution in m/px for an image that carries none (a GeoTIFF's own wins; "
-            "default: the model's typical training resolution)",
+            "default: estimated from the stalls' sizes (PARKING_GSD_ESTIMATE), else the model's typical one)",
         ),
     ] = None,
 ) -> None:
@@ -122,7 +123,8 @@ def predict(
             console.print(f"[red]error[/red]: {exc}")
             raise typer.Exit(2) from None
         try:
-            results = [_predict_one(segmenter, path, out or Path(tmp) / "out", gsd, console) for path in paths]
+            work = out or Path(tmp) / "out"
+            results = [_predict_one(segmenter, p, work, gsd, settings.gsd_estimate, console) for p in paths]
             _print_results(results)
             if lot_outlines is not None:
                 _occupancy(settings, lot_outlines, results, version, console)
@@ -130,7 +132,11 @@ def predict(
             console.print(f"[red]error[/red]: {exc}")
             raise typer.Exit(2) from None
         if geojson is not None:
-            _atomic_write(geojson, results[0][2].spaces_geojson.read_bytes())
+            fc = json.loads(results[0][2].spaces_geojson.read_bytes())
+            # foreign members of the FeatureCollection: what the API answers beside its spaces
+            quality = results[0][4]
+            fc.update(gsd=quality["gsd"], gsd_source=quality["gsd_source"], quality=quality)
+            _atomic_write(geojson, json.dumps(fc).encode())
             console.print(f"wrote {geojson}")
         if mask is not None:
             _copy_mask(results[0][2].mask, mask)
@@ -178,19 +184,51 @@ def _pin_version(settings, uri: str) -> tuple[str, str]:
     return f"models:/{name}/{version}", version
 
 
-def _predict_one(segmenter, path: Path, out_dir: Path, gsd: float | None, console):
+def _predict_one(segmenter, path: Path, out_dir: Path, gsd: float | None, estimate: bool, console):
+    """One raster streamed block by block at the gsd resolved as the API resolves it: its georeference, the
+    request's, an estimate from a plain image's stalls, or the package's default (docs/gsd.md)."""
     from rich.progress import Progress
 
     from parking_ml.raster.stream import Outputs, predict_raster, raster_header
 
     info = raster_header(path)
+    choice = _gsd_choice(segmenter, path, info.gsd, gsd, estimate)
     outputs = Outputs.beside(out_dir, path.stem)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"predicting {path.name}", total=None)
         summary = predict_raster(
-            segmenter, path, outputs, gsd=gsd, progress=lambda d, t: progress.update(task, completed=d, total=t)
+            segmenter, path, outputs, gsd=choice.gsd, progress=lambda d, t: progress.update(task, completed=d, total=t)
         )
-    return path, info, outputs, summary
+    if choice.estimate is not None:
+        summary.timings_ms["gsd_estimate_ms"] = round(choice.estimate.elapsed_ms, 2)
+    return path, info, outputs, summary, _quality(outputs, summary, choice)
+
+
+def _gsd_choice(segmenter, path: Path, georeference: float | None, request: float | None, estimate: bool):
+    from parking_ml.inference.gsd import resolve_gsd
+
+    if georeference or request or not estimate:
+        return resolve_gsd(segmenter, None, georeference, request, estimate=False)
+    from parking_ml.data.images import read_image
+
+    # only a plain image (no georeference) is estimated: such images are read whole, as the API reads them
+    return resolve_gsd(segmenter, read_image(path.read_bytes(), path.name).rgb, estimate=True)
+
+
+def _quality(outputs, summary, choice) -> dict:
+    """The API's `quality` block for a streamed raster (parking_ml.inference.quality, from the block counts)."""
+    import pandas as pd
+
+    confidences = pd.read_parquet(outputs.spaces_parquet, columns=["confidence"])["confidence"]
+    return {
+        "gsd": choice.gsd,
+        "gsd_source": choice.source,
+        "estimated_gsd": choice.estimate.gsd if choice.estimate is not None else None,
+        "estimate_spaces": choice.estimate.spaces if choice.estimate is not None else None,
+        "no_structure_share": round(summary.background_px / max(1, summary.valid_px), 4),
+        "mean_confidence": round(float(summary.mean_confidence), 4),
+        "mean_space_confidence": round(float(confidences.mean()), 4) if len(confidences) else None,
+    }
 
 
 def _print_results(results) -> None:
@@ -201,7 +239,7 @@ def _print_results(results) -> None:
         return "n/a" if s.occupancy_rate is None else f"{s.occupancy_rate:.1%}"
 
     if len(results) == 1:
-        path, info, _, s = results[0]
+        path, info, _, s, quality = results[0]
         table = Table(title=f"{path.name} ({info.width}x{info.height} px)")
         table.add_column("measure")
         table.add_column("value", justify="right")
@@ -210,6 +248,9 @@ def _print_results(results) -> None:
             ("occupied spaces", str(s.occupied)),
             ("occupancy", rate(s)),
             ("mean confidence", f"{s.mean_confidence:.3f}"),
+            ("gsd (m/px)", "n/a" if quality["gsd"] is None else f"{quality['gsd']:.4f}"),
+            ("gsd source", quality["gsd_source"]),
+            ("no-structure share", f"{quality['no_structure_share']:.3f}"),
             ("blocks", str(s.blocks)),
             ("seconds", f"{s.timings_ms['total_ms'] / 1000:.1f}"),
         ):
@@ -218,7 +259,7 @@ def _print_results(results) -> None:
         table = Table(title="parking spaces")
         for col in ("raster", "px", "free", "occupied", "occupancy", "confidence", "s"):
             table.add_column(col, justify="left" if col == "raster" else "right")
-        for path, info, _, s in results:
+        for path, info, _, s, _ in results:
             table.add_row(
                 path.name, f"{info.width}x{info.height}", str(s.free), str(s.occupied), rate(s),
                 f"{s.mean_confidence:.3f}", f"{s.timings_ms['total_ms'] / 1000:.1f}",
@@ -236,7 +277,7 @@ def _occupancy(settings, lot_outlines, results, version: str, console) -> None:
     from parking_ml.raster.occupancy import OCCUPANCY_KEY, lot_rows, upsert_occupancy
 
     frames = []
-    for path, info, outputs, _ in results:
+    for path, info, outputs, _, _ in results:
         spaces = pd.read_parquet(outputs.spaces_parquet, columns=["x", "y", "status"])
         frames.append(lot_rows(lot_outlines, spaces, info, pass_time(info, path), version))
     rows = pd.concat(frames, ignore_index=True)

@@ -22,10 +22,12 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from parking_ml.data.annotations import geojson_gsd
@@ -59,6 +61,7 @@ MANIFEST_COLUMNS = [
     "format",
     "crs",
     "gsd",
+    "gsd_source",
     "transform",
     "annotation",
     "annotation_format",
@@ -67,6 +70,8 @@ MANIFEST_COLUMNS = [
     "stalls_format",
     "ingested_at",
 ]
+# RGB -> ground resolution (m/px), or None when it cannot tell
+GsdEstimator = Callable[[np.ndarray], float | None]
 ANNOTATION_SUFFIX = {"mask": "mask.png", "geojson": "geojson", "coco": "coco.json"}
 
 
@@ -131,6 +136,7 @@ def _process_group(
     result: BatchResult,
     settle_s: float,
     now: datetime,
+    gsd_estimator: GsdEstimator | None = None,
 ) -> None:
     blobs = {f.key: lake.read_bytes(f.key) for f in [*images, *annotations]}
     hashes = {k: sha256(v) for k, v in blobs.items()}
@@ -217,10 +223,14 @@ def _process_group(
         _store(lake, key, blobs[f.key])
         stored[kind] = key
     transform = checked.image.transform
-    gsd = checked.image.gsd
+    gsd, gsd_source = checked.image.gsd, "georeference"
     if gsd is None and "geojson" in good:
         # plain PNG/JPEG carry no resolution; producers like the synthetic generator put it in the GeoJSON
-        gsd = geojson_gsd(blobs[good["geojson"][0].key])
+        gsd, gsd_source = geojson_gsd(blobs[good["geojson"][0].key]), "annotation"
+    if gsd is None and gsd_estimator is not None:
+        gsd, gsd_source = gsd_estimator(checked.image.rgb), "estimated"
+    if gsd is None:
+        gsd_source = None
     result.rows.append(
         {
             "sha256": sha,
@@ -234,6 +244,7 @@ def _process_group(
             "format": checked.info.format,
             "crs": checked.image.crs,
             "gsd": gsd,
+            "gsd_source": gsd_source,
             "transform": json.dumps(list(transform)[:6]) if transform is not None else None,
             "annotation": stored[label[1].kind],
             "annotation_format": label[1].kind,
@@ -270,6 +281,7 @@ def ingest_batch(
     max_pixels: int,
     progress: bool = False,
     settle_s: float = 0.0,
+    gsd_estimator: GsdEstimator | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Ingest one landing batch; returns the new manifest (already written) and counts."""
     from tqdm import tqdm
@@ -298,7 +310,7 @@ def ingest_batch(
     now = datetime.now(UTC)
     for name in tqdm(sorted(groups), desc=f"ingest {batch}", unit="image", disable=not progress):
         images, annotations = groups[name]
-        _process_group(lake, images, annotations, state, max_pixels, result, settle_s, now)
+        _process_group(lake, images, annotations, state, max_pixels, result, settle_s, now, gsd_estimator)
     if result.waiting:
         log.info(
             "left %d file(s) in landing/%s until their image or annotation lands (or %.0f s pass)",
@@ -345,6 +357,7 @@ def ingest(
     progress: bool = False,
     settle_s: float = 0.0,
     batch_prefix: str | None = None,
+    gsd_estimator: GsdEstimator | None = None,
 ) -> dict:
     """Ingest the named landing batches (all when None; with batch_prefix, those whose name starts with it).
     Returns a summary dict (also logged).
@@ -353,6 +366,10 @@ def ingest(
     previous run already accepted or quarantined, skipped silently), waiting (annotations without their image,
     or images without an annotation, younger than ``settle_s``: left in landing for a later run), raw_images
     (rows in the manifest).
+
+    gsd_estimator: RGB -> m/px (or None) for images that carry no gsd (no georeference, none in their GeoJSON),
+    e.g. parking_ml.model.gsd_estimator.ShippedGsdEstimator; the manifest's gsd_source says where each gsd came
+    from (georeference, annotation, estimated; null: unknown).
     """
     available = list_batches(lake)
     if batches is None:
@@ -366,7 +383,9 @@ def ingest(
     manifest = read_raw_manifest(lake)
     totals = {"accepted": 0, "quarantined": 0, "duplicates": 0, "skipped_duplicates": 0, "waiting": 0}
     for batch in batches:
-        manifest, counts = ingest_batch(lake, batch, manifest, max_pixels, progress=progress, settle_s=settle_s)
+        manifest, counts = ingest_batch(
+            lake, batch, manifest, max_pixels, progress=progress, settle_s=settle_s, gsd_estimator=gsd_estimator
+        )
         for k, v in counts.items():
             totals[k] += v
     summary = {"batches": batches, **totals, "raw_images": len(manifest)}

@@ -46,6 +46,8 @@ class RasterSummary:
     conf_sum: float = 0.0
     valid_px: int = 0
     free_px: int = 0
+    # valid pixels of class 0 (no space): the answer's no_structure_share
+    background_px: int = 0
     blocks: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
@@ -56,6 +58,7 @@ class RasterSummary:
         self.conf_sum += result.conf_sum
         self.valid_px += result.valid_px
         self.free_px += int(np.count_nonzero(result.mask == 1))
+        self.background_px += int(np.count_nonzero(result.mask == 0))
         self.blocks += 1
 
     @property

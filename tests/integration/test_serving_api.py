@@ -149,7 +149,8 @@ def test_gsd_parameter_sets_the_scale_of_plain_images(make_settings, tmp_path):
     (pkg / "preprocess.json").write_text(config.to_json())
     img = lot_image(200, 240, seed=5)
     seg = OnnxSegmenter.from_dir(pkg, threads=1)
-    with running(create_app(make_settings(model_dir=pkg))) as url:
+    # the package's default for a plain image, not the estimate (tests/integration/test_serving_gsd.py)
+    with running(create_app(make_settings(model_dir=pkg, gsd_estimate=False))) as url:
         wait_ready(url)
         with httpx.Client(base_url=url, timeout=60) as client:
             masks = []
