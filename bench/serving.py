@@ -170,6 +170,8 @@ def main() -> None:
             "PARKING_HOME": str(work / "var"),
             "PARKING_MODEL_NAME": "bench-spaces",
             "PARKING_THREADS": str(args.threads),
+            # the request path at the package's scale, as the peers run it; the gsd estimate is bench/gsd.py's
+            "PARKING_GSD_ESTIMATE": "false",
         }
         ours_log = work / "ours.log"
         procs.append(
