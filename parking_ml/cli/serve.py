@@ -46,6 +46,7 @@ def serve(
     run_server(host or settings.host, port or settings.api_port, workers, log_level)
 
 
+# 45 of its lines declare the typer options; the work is in the helpers below
 def predict(
     images: Annotated[
         list[str], typer.Argument(help="raster file(s), folder(s) or glob(s): GeoTIFF/COG of any size, PNG, JPEG")

@@ -127,6 +127,7 @@ def _settling(lake: Lake, files: list[LandingFile], settle_s: float, now: dateti
     return settle_s > 0 and any((now - lake.modified(f.key)).total_seconds() < settle_s for f in files)
 
 
+# one group's checks in the order a person fixes them, each with its quarantine reason: read top to bottom
 def _process_group(
     lake: Lake,
     images: list[LandingFile],
@@ -214,8 +215,40 @@ def _process_group(
     if label is None:
         reject(img, "annotation_rejected", f"'{img.rel}': none of its annotations could be used")
         return
-    stalls = next((good[k] for k in ("geojson", "coco") if k in good), None)
+    _accept(lake, img, checked, good, blobs, hashes, state, result, gsd_estimator)
 
+
+def _image_gsd(checked: Any, good: dict, blobs: dict[str, bytes], gsd_estimator: GsdEstimator | None) -> tuple:
+    """(gsd, its source) of an accepted image: its georeference, its GeoJSON's, an estimate, or (None, None)."""
+    if checked.image.gsd is not None:
+        return checked.image.gsd, "georeference"
+    if "geojson" in good:
+        # plain PNG/JPEG carry no resolution; producers like the synthetic generator put it in the GeoJSON
+        gsd = geojson_gsd(blobs[good["geojson"][0].key])
+        if gsd is not None:
+            return gsd, "annotation"
+    if gsd_estimator is not None:
+        gsd = gsd_estimator(checked.image.rgb)
+        if gsd is not None:
+            return gsd, "estimated"
+    return None, None
+
+
+def _accept(
+    lake: Lake,
+    img: LandingFile,
+    checked: Any,
+    good: dict,
+    blobs: dict[str, bytes],
+    hashes: dict[str, str],
+    state: _State,
+    result: BatchResult,
+    gsd_estimator: GsdEstimator | None,
+) -> None:
+    """Store the image and its usable annotations content-addressed and add its manifest row."""
+    sha = hashes[img.key]
+    label = next(good[k] for k in LABEL_PRIORITY if k in good)
+    stalls = next((good[k] for k in ("geojson", "coco") if k in good), None)
     _store(lake, f"raw/images/{sha}.{checked.info.extension}", blobs[img.key])
     stored: dict[str, str] = {}
     for kind, (f, _) in good.items():
@@ -223,14 +256,7 @@ def _process_group(
         _store(lake, key, blobs[f.key])
         stored[kind] = key
     transform = checked.image.transform
-    gsd, gsd_source = checked.image.gsd, "georeference"
-    if gsd is None and "geojson" in good:
-        # plain PNG/JPEG carry no resolution; producers like the synthetic generator put it in the GeoJSON
-        gsd, gsd_source = geojson_gsd(blobs[good["geojson"][0].key]), "annotation"
-    if gsd is None and gsd_estimator is not None:
-        gsd, gsd_source = gsd_estimator(checked.image.rgb), "estimated"
-    if gsd is None:
-        gsd_source = None
+    gsd, gsd_source = _image_gsd(checked, good, blobs, gsd_estimator)
     result.rows.append(
         {
             "sha256": sha,
