@@ -285,7 +285,7 @@ def demo(
     settings = load_settings()
     # the console is for stage headers, progress and short results; every log record goes to var/logs/demo.log
     log_file = configure_cli_logging(settings, "demo", console_level="WARNING")
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # the terminal wraps, not rich at 80 columns
     batch = batch or f"demo-{seed}"
     drift_tiles = drift_tiles or settings.drift_min_rows
     timings: dict[str, float] = {}

@@ -51,7 +51,7 @@ def drift_line(report: dict[str, Any]) -> str:
     verdict = str(report.get("verdict"))
     rows = int(report.get("rows") or 0)
     if verdict == "not_enough_data":
-        what = f"not enough data ({rows} rows)"
+        what = str(report.get("message") or f"not enough data ({rows} rows)")
     else:
         what = f"{verdict}: {float(report.get('drift_share') or 0):.0%} of features drifted, {rows} rows"
     return f"{what} (report {report.get('report_id')})"
