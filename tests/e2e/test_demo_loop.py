@@ -252,10 +252,17 @@ def test_a_person_in_the_airflow_and_mlflow_uis(demo, browser):
         page.wait_for_timeout(2_000)  # Evidently draws its charts after load
         page.screenshot(path=str(shots / "airflow-drift-report.png"))
 
-        # the MLflow UI: the experiments, the study's runs
-        page.goto(demo["mlflow"])
-        expect(page.get_by_text("parking", exact=False).first).to_be_visible(timeout=60_000)
-        page.screenshot(path=str(shots / "mlflow.png"))
+        # the MLflow UI: the model's experiment with the study's runs
+        found = httpx.get(
+            f"{demo['mlflow']}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "parking-spaces"}
+        )
+        page.set_viewport_size({"width": 1600, "height": 900})
+        page.goto(f"{demo['mlflow']}/#/experiments/{found.json()['experiment']['experiment_id']}/runs")
+        expect(page.get_by_text("study parking-spaces", exact=False).first).to_be_visible(timeout=60_000)
+        close = page.locator("button[aria-label=Close]")  # MLflow's assistant panel, when it opens
+        if close.count():
+            close.first.click()
+        page.screenshot(path=str(shots / "mlflow-study.png"))
     finally:
         context.close()
     assert sorted(p.name for p in shots.iterdir()) == [
@@ -263,8 +270,8 @@ def test_a_person_in_the_airflow_and_mlflow_uis(demo, browser):
         "airflow-drift-report.png",
         "airflow-drift-reports.png",
         "airflow-ingest-run.png",
-        "mlflow.png",
+        "mlflow-study.png",
     ]
     if os.environ.get("PARKING_UPDATE_SCREENSHOTS") == "1":
-        for name in ("airflow-dags.png", "airflow-drift-report.png", "mlflow.png"):
+        for name in ("airflow-dags.png", "airflow-drift-reports.png", "airflow-drift-report.png", "mlflow-study.png"):
             shutil.copy(shots / name, REPO / "docs" / "images" / name)
