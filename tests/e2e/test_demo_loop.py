@@ -128,6 +128,9 @@ def test_each_stage_of_the_loop(demo):
             assert runs and all(r["state"] == "success" for r in runs), (dag_id, [r["state"] for r in runs])
         drift_runs = _drift_runs(client)
         assert [r["state"] for r in drift_runs] == ["success", "success"]
+        # the daily drift run of the fresh stack came before any champion: skipped, not failed
+        daily = [r for r in _runs(client, "parking_drift") if r["run_type"] == "scheduled"]
+        assert all(r["state"] == "success" for r in daily), daily
 
         # the registry has a champion, the API serves exactly that version
         champion = _champion(demo)
@@ -275,3 +278,23 @@ def test_a_person_in_the_airflow_and_mlflow_uis(demo, browser):
     if os.environ.get("PARKING_UPDATE_SCREENSHOTS") == "1":
         for name in ("airflow-dags.png", "airflow-drift-reports.png", "airflow-drift-report.png", "mlflow-study.png"):
             shutil.copy(shots / name, REPO / "docs" / "images" / name)
+
+
+def test_a_failed_run_names_its_task_and_prints_its_log_tail(demo):
+    """What the demo prints when a DAG run fails: the run, the task that failed and the end of its log."""
+    from parking_ml.ops.airflow_api import AirflowApi, AirflowRunFailed
+
+    api = AirflowApi(demo["airflow"], "admin", demo["password"])
+    try:
+        # a version the registry does not have: the report task fails (and its one retry too)
+        run_id = api.trigger("parking_drift", conf={"model_version": "999"})
+        with pytest.raises(AirflowRunFailed) as failed:
+            api.wait_run("parking_drift", run_id=run_id, timeout_s=600)
+    finally:
+        api.close()
+    message = str(failed.value)
+    assert failed.value.run_id == run_id
+    assert f"parking_drift run {run_id} failed at task report (try 2)" in message
+    assert "also not run or failed: publish_drift, alert" in message
+    tail = message.split("--- last lines of its log ---\n", 1)[1]
+    assert "999" in tail and len(tail.splitlines()) <= 30
