@@ -8,6 +8,7 @@ spaces on a tile none of the models trained on, sends default and shifted (winte
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -136,6 +137,7 @@ def _print_summary(settings, summary, api_url: str) -> None:
 
 def _fail(stage: str, exc: BaseException, settings) -> typer.Exit:
     """Name the stage and say what failed (a DAG run's message carries its failed task and log tail)."""
+    logging.getLogger("parking_ml.demo").error("demo stage failed", extra={"stage": stage, "error": str(exc)})
     typer.secho(f"\nstage '{stage}' failed:", fg="red", err=True, bold=True)
     typer.echo(str(exc), err=True)
     typer.echo(
@@ -340,6 +342,9 @@ def demo(
                 drift = _drift_stage(console, api, settings, api_url, champion, drift_tiles, seed, 900.0)
                 timings["drift"] = time.monotonic() - t
         timings["total"] = time.monotonic() - t_all
+        logging.getLogger("parking_ml.demo").info(
+            "demo done", extra={"seconds": {k: round(v, 1) for k, v in timings.items()}, "champion": champion}
+        )
         console.rule("6/6 summary")
         with _stage("summary", settings):
             summary = _gather_summary(settings, timings, answer, drift)
