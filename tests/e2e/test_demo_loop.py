@@ -62,6 +62,7 @@ def demo(tmp_path_factory) -> Iterator[dict]:
     try:
         t0 = time.monotonic()
         run = _demo(env)
+        print(run.stdout)  # pytest shows it with a failure: the stages and their times
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
         password = json.loads((home / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())
         yield {
