@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from parking_ml import stack
 from parking_ml.config import Settings
+from parking_ml.ops import stack
 from parking_ml.ops.airflow_api import AirflowApi
 
 pytestmark = pytest.mark.integration
