@@ -140,9 +140,10 @@ def _fail(stage: str, exc: BaseException, settings) -> typer.Exit:
     logging.getLogger("parking_ml.demo").error("demo stage failed", extra={"stage": stage, "error": str(exc)})
     typer.secho(f"\nstage '{stage}' failed:", fg="red", err=True, bold=True)
     typer.echo(str(exc), err=True)
+    # a failed `stack up` stops what it started; later stages leave the stack up to look around
+    left = "what had started was stopped" if stage == "local stack" else "the stack is left running; `make down`"
     typer.echo(
-        f"Airflow UI: http://{settings.host}:{settings.airflow_port}  logs: {settings.logs_dir}/  "
-        "(the stack is left running; `make down` stops it)",
+        f"Airflow UI: http://{settings.host}:{settings.airflow_port}  logs: {settings.logs_dir}/  ({left})",
         err=True,
     )
     return typer.Exit(1)
