@@ -85,3 +85,16 @@ def test_task_log_entries_become_text_lines():
         "    FileNotFoundError: no raw manifest",
         "plain text line",
     ]
+
+
+def test_a_window_without_a_verdict_says_why():
+    report = {
+        "style": "winter",
+        "verdict": "not_enough_data",
+        "rows": 20,
+        "drift_share": 0.0,
+        "message": "not enough data (8 of 20 needed reference rows)",
+        "report_id": "20261206T233731Z",
+    }
+    text = "\n".join(summary_lines(Summary(model_name="parking-spaces", drift=[report])))
+    assert "drift winter    not enough data (8 of 20 needed reference rows) (report 20261206T233731Z)" in text
