@@ -38,11 +38,19 @@ def parking_drift():
         """Build and store the report; returns its summary (without the per-feature table)."""
         from datetime import UTC
 
-        from monitoring.run import run_drift
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from monitoring.run import DriftInputError, run_drift, served_version
 
         context = get_current_context()
         params = context["params"]
         settings = task_settings()
+        if not params.get("model_version"):
+            # the daily run of a fresh stack comes before the first champion: nothing to judge is not a failure
+            try:
+                served_version(settings)
+            except DriftInputError as exc:
+                raise AirflowSkipException(f"no served model yet: {exc}") from None
         until = params.get("until") or context.get("data_interval_end") or datetime.now(UTC)
         if isinstance(until, str):
             from monitoring.run import Window

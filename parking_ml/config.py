@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     drift_flush_rows: int = Field(256, ge=1)
     drift_flush_interval_s: float = Field(30.0, gt=0.0)
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="API log level")
+    log_format: Literal["console", "json"] = Field(
+        "console",
+        description="console: short lines for people on stderr (JSON lines go to $PARKING_HOME/logs/<command>.log); "
+        "json: JSON lines on stderr too (containers, log shippers)",
+    )
 
     # --- monitoring (drift) ------------------------------------------------------------------------
     drift_min_rows: int = Field(

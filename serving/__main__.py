@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    run_server(args.host, args.port, args.workers, args.log_level)
+    run_server(args.host, args.port, args.workers, args.log_level, settings.log_format == "json")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings is None:
         settings = load_settings()
         if not logging.getLogger().handlers:
-            configure_logging(settings.log_level)
+            configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     metrics = Metrics()
     services = Services(
         settings=settings,

@@ -12,13 +12,13 @@ def mlflow_client_defaults() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
-def run_server(host: str, port: int, workers: int = 1, log_level: str = "info") -> None:
+def run_server(host: str, port: int, workers: int = 1, log_level: str = "info", json_logs: bool = False) -> None:
     """Serve serving.app:create_app (settings from the environment, built once per worker)."""
     import uvicorn
 
     from parking_ml.logs import configure_logging
 
-    configure_logging(log_level)
+    configure_logging(log_level, json_lines=json_logs)
     mlflow_client_defaults()
     # worker processes (--workers N) start fresh and configure their logging from the settings
     os.environ["PARKING_LOG_LEVEL"] = log_level.lower()

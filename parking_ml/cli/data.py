@@ -10,10 +10,11 @@ import typer
 
 def _settings(**overrides: object):
     from parking_ml.config import load_settings
-    from parking_ml.logs import configure_logging
+    from parking_ml.logs import configure_cli_logging
 
-    configure_logging()
-    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    configure_cli_logging(settings, "cli")
+    return settings
 
 
 def ingest(

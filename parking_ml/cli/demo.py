@@ -1,18 +1,24 @@
 """`parking-ml demo`: the whole loop on the embedded default, driven the way a user drives it.
 
 Drops a synthetic landing batch into the lake, starts the local stack, triggers `parking_ingest` through
-Airflow's REST API and follows the asset chain (preprocess -> train -> promote), then asks the inference API
-for free spaces on a tile none of the models trained on.
+Airflow's REST API and follows the asset chain (preprocess -> train -> promote), asks the inference API for free
+spaces on a tile none of the models trained on, sends default and shifted (winter) tiles through the API and runs
+`parking_drift` on each window, then prints a summary with the URLs to open.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 
 import typer
 
 PIPELINE = ["parking_ingest", "parking_preprocess", "parking_train", "parking_promote"]
+DRIFT_DAG = "parking_drift"
+SHIFTED_STYLE = "winter"  # a shift the drift report must see (docs/monitoring.md)
 
 
 def _upload_batch(settings, batch: str, n: int, seed: int, size: int, gsd: tuple[float, float], passes: int = 1) -> int:
@@ -88,56 +94,88 @@ def _follow_chain(api, console, settings, batch: str, timeout: float, timings: d
         console.print(f"[green]{dag_id}[/] finished in {timings[dag_id]:.0f}s")
 
 
-def _print_links(console, settings, api_url: str) -> None:
+def _gather_summary(settings, timings: dict[str, float], answer: dict | None, drift: list[dict]):
+    """Dataset, champion (version and the scores it was registered with), the API answer and drift verdicts."""
+    from parking_ml.cli.demo_summary import Summary
+    from parking_ml.data.processed import dataset_info, latest_version
+    from parking_ml.lake import Lake
+
+    summary = Summary(model_name=settings.model_name, answer=answer, drift=drift, timings=timings)
+    lake = Lake.from_settings(settings)
+    try:
+        summary.dataset_version = latest_version(lake)
+        info = dataset_info(lake, summary.dataset_version)
+        summary.n_images, summary.n_tiles = int(info["n_images"]), int(info["n_tiles"])
+    except (FileNotFoundError, KeyError, ValueError):
+        pass
+    from parking_ml.model.registry import get_alias_version
+
+    found = get_alias_version(settings, settings.model_alias)
+    if found is not None:
+        summary.champion, summary.champion_tags = str(found.version), dict(found.tags or {})
+    return summary
+
+
+def _print_summary(settings, summary, api_url: str) -> None:
+    from parking_ml.cli.demo_summary import link_lines, summary_lines
     from parking_ml.ops import stack
 
-    password = stack.airflow_admin_password(settings)
-    console.print(f"Airflow UI  http://{settings.host}:{settings.airflow_port}  (admin / {password})")
-    console.print(f"MLflow UI   {settings.mlflow_tracking_uri}")
-    console.print(f"Web page    {api_url}/    (drop a tile, see the free spaces drawn on it)")
-    console.print(f"API         {api_url}/docs    curl -F file=@tile.png {api_url}/v1/predict")
-    console.print("Stop everything with: make down")
+    # plain echo: rich would re-wrap lines to its idea of the terminal's width
+    for line in summary_lines(summary):
+        typer.echo(line)
+    typer.echo("")
+    links = link_lines(
+        settings.host,
+        settings.airflow_port,
+        stack.airflow_admin_password(settings),
+        settings.mlflow_tracking_uri,
+        api_url,
+    )
+    for line in links:
+        typer.echo(line)
 
 
-def _run_pipeline(settings, console, batch: str, timeout: float, timings: dict[str, float]) -> None:
-    """Stack up, then ingest -> preprocess -> train -> promote in Airflow; typer.Exit(1) when either fails."""
+def _fail(stage: str, exc: BaseException, settings) -> typer.Exit:
+    """Name the stage and say what failed (a DAG run's message carries its failed task and log tail)."""
+    logging.getLogger("parking_ml.demo").error("demo stage failed", extra={"stage": stage, "error": str(exc)})
+    typer.secho(f"\nstage '{stage}' failed:", fg="red", err=True, bold=True)
+    typer.echo(str(exc), err=True)
+    # a failed `stack up` stops what it started; later stages leave the stack up to look around
+    left = "what had started was stopped" if stage == "local stack" else "the stack is left running; `make down`"
+    typer.echo(
+        f"Airflow UI: http://{settings.host}:{settings.airflow_port}  logs: {settings.logs_dir}/  ({left})",
+        err=True,
+    )
+    return typer.Exit(1)
+
+
+def _start_stack(settings, console, timings: dict[str, float]):
+    """Stack up; an Airflow client once the DAGs are parsed, all of them unpaused."""
     from parking_ml.ops import stack
-    from parking_ml.ops.airflow_api import AirflowApi, AirflowApiError
+    from parking_ml.ops.airflow_api import AirflowApi
 
     t0 = time.monotonic()
-    console.rule("2/4 local stack")
-    try:
+    with console.status("starting MLflow, Airflow and the API ..."):
         stack.up(settings)
-    except stack.StackError as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(1) from None
     timings["stack up"] = time.monotonic() - t0
-
+    console.print(f"stack up in {timings['stack up']:.0f}s")
     api = AirflowApi(
         f"http://{settings.host}:{settings.airflow_port}",
         "admin",
         stack.airflow_admin_password(settings) or "",
     )
-    try:
-        api.wait_for_dags(PIPELINE)
-
-        for dag_id in PIPELINE:
-            api.unpause(dag_id)
-
-        console.rule("3/4 pipeline in Airflow (ingest -> preprocess -> train -> promote)")
-        _follow_chain(api, console, settings, batch, timeout, timings)
-    except AirflowApiError as exc:
-        typer.secho(f"{exc}\nAirflow UI: http://{settings.host}:{settings.airflow_port}", fg="red", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        api.close()
+    api.wait_for_dags([*PIPELINE, DRIFT_DAG])
+    for dag_id in [*PIPELINE, DRIFT_DAG]:
+        api.unpause(dag_id)
+    return api
 
 
-def _predict_unseen_tile(console, api_url: str, seed: int, size: int) -> None:
-    """Ask the API about a lot no model has seen and print its answer beside the generator's truth."""
+def _predict_unseen_tile(console, api_url: str, seed: int, size: int) -> dict:
+    """Ask the API about a lot no model has seen; print its answer beside the generator's truth and return it."""
     import cv2
     import httpx
 
+    from parking_ml.cli.demo_drift import DemoError
     from parking_ml.synth import generate_tile
 
     # a seed far from the batch's: a lot no model has seen
@@ -145,20 +183,76 @@ def _predict_unseen_tile(console, api_url: str, seed: int, size: int) -> None:
     ok, png = cv2.imencode(".png", cv2.cvtColor(tile.image, cv2.COLOR_RGB2BGR))
     assert ok
     # a PNG carries no resolution: say it, as a client with a plain image would
+    t = time.monotonic()
     resp = httpx.post(
         f"{api_url}/v1/predict",
         params={"gsd": tile.gsd},
         files={"file": ("tile.png", png.tobytes(), "image/png")},
         timeout=60,
     )
+    ms = (time.monotonic() - t) * 1000
     body = resp.json()
     if resp.status_code != 200:
-        typer.secho(f"prediction failed: {body}", fg="red", err=True)
-        raise typer.Exit(1)
+        raise DemoError(f"POST {api_url}/v1/predict answered {resp.status_code}: {body}")
+    answer = {
+        "version": str(body["model"]["version"]),
+        "free": body["free_spaces"],
+        "occupied": body["occupied_spaces"],
+        "truth_free": tile.free_count,
+        "ms": ms,
+    }
     console.print(
-        f"model {body['model']['name']} v{body['model']['version']}: {body['free_spaces']} free, "
-        f"{body['occupied_spaces']} occupied spaces (generator truth: {tile.free_count} free)"
+        f"model {body['model']['name']} v{answer['version']}: {answer['free']} free, {answer['occupied']} occupied "
+        f"spaces (generator truth: {tile.free_count} free), {ms:.0f} ms"
     )
+    return answer
+
+
+def _drift_stage(console, api, settings, api_url: str, champion: str, tiles: int, seed: int, timeout: float):
+    """Default-style then shifted tiles through the API, one parking_drift run per window; the verdicts."""
+    from rich.progress import Progress
+
+    from parking_ml.cli.demo_drift import DemoError, run_drift_dag, send_traffic, wait_live_rows
+
+    reports = []
+    for style in ("default", SHIFTED_STYLE):
+        with Progress(console=console, transient=True) as progress:
+            bar = progress.add_task(f"{style} tiles -> API", total=tiles)
+            window = send_traffic(
+                api_url, style, tiles, seed + 20_000, settings.tile_size, partial(progress.advance, bar)
+            )
+        # the API's drift buffer writes its rows every PARKING_DRIFT_FLUSH_INTERVAL_S
+        found = wait_live_rows(settings, window, champion, settings.drift_flush_interval_s + 60)
+        if found < window.sent:
+            raise DemoError(
+                f"the API wrote {found} of {window.sent} feature rows of v{champion} to the lake "
+                f"(monitoring/inference/); see {settings.logs_dir}/api.log"
+            )
+        console.print(f"{tiles} {style} tiles answered; parking_drift on their window ...")
+        with console.status(f"parking_drift ({style} window) running ..."):
+            report = run_drift_dag(api, settings, window, timeout)
+        report["style"] = style
+        reports.append(report)
+        console.print(
+            f"[green]parking_drift[/] run {report['run_id']}: {style} window -> [bold]{report['verdict']}[/] "
+            f"(report {report['report_id']})"
+        )
+    return reports
+
+
+@contextmanager
+def _stage(name: str, settings):
+    """Run one stage; a failure that a person can act on ends the demo naming the stage (no traceback)."""
+    import httpx
+
+    from parking_ml.cli.demo_drift import DemoError
+    from parking_ml.ops.airflow_api import AirflowApiError
+    from parking_ml.ops.stack import StackError
+
+    try:
+        yield
+    except (AirflowApiError, StackError, DemoError, httpx.HTTPError) as exc:
+        raise _fail(name, exc, settings) from None
 
 
 def demo(
@@ -175,63 +269,89 @@ def demo(
         help="ground resolution range in m/px; the default matches the ~0.1 m/px imagery the model is meant for",
     ),
     batch: str = typer.Option("", help="landing batch name; default demo-<seed>"),
+    drift_tiles: int = typer.Option(
+        None,
+        min=1,
+        help="tiles of each style sent through the API before each drift run (default PARKING_DRIFT_MIN_ROWS, "
+        "the fewest a report judges)",
+    ),
     timeout: float = typer.Option(3600.0, help="seconds to wait for the whole pipeline"),
 ) -> None:
     """Run the whole loop on the embedded default: synthetic batch, stack up, ingest -> preprocess -> train ->
-    promote in Airflow, then a prediction from the API serving the new champion."""
+    promote in Airflow, a prediction from the API serving the champion, default and shifted (winter) tiles
+    through the API with a parking_drift report on each window, then a summary with the URLs to open."""
     from rich.console import Console
 
     from parking_ml.config import load_settings
-    from parking_ml.logs import configure_logging
+    from parking_ml.logs import configure_cli_logging
 
-    configure_logging()
-    console = Console()
     settings = load_settings()
+    # the console is for stage headers, progress and short results; every log record goes to var/logs/demo.log
+    log_file = configure_cli_logging(settings, "demo", console_level="WARNING")
+    console = Console(highlight=False, soft_wrap=True)  # the terminal wraps, not rich at 80 columns
     batch = batch or f"demo-{seed}"
+    drift_tiles = drift_tiles or settings.drift_min_rows
     timings: dict[str, float] = {}
-
     try:
         lo, _, hi = gsd.partition("-")
         gsd_range = (float(lo), float(hi or lo))
     except ValueError:
         raise typer.BadParameter(f"--gsd must be a number or a range like 0.08-0.15, got {gsd!r}") from None
+    t_all = time.monotonic()
+    console.print(f"parking-ml demo: logs in {log_file}")
     # the batch lands before the stack starts: the scheduler runs the hourly ingest as soon as the DAG appears,
     # and a run that started during the upload quarantined a site's annotations whose image had not landed yet
-    console.rule(f"1/4 synthetic landing batch landing/{batch}/ ({n} images)")
+    console.rule(f"1/6 synthetic landing batch landing/{batch}/ ({n} images)")
     t = time.monotonic()
     files = _upload_batch(settings, batch, n, seed, size, gsd_range, passes)
     timings["synth + upload"] = time.monotonic() - t
     console.print(f"{files} files written to {settings.lake_url}/landing/{batch}/")
 
-    t0 = time.monotonic()
-    _run_pipeline(settings, console, batch, timeout, timings)
+    console.rule("2/6 local stack: MLflow, Airflow, inference API")
+    with _stage("local stack", settings):
+        api = _start_stack(settings, console, timings)
+    try:
+        console.rule("3/6 pipeline in Airflow: ingest -> preprocess -> train -> promote")
+        with _stage("pipeline", settings):
+            _follow_chain(api, console, settings, batch, timeout, timings)
 
-    console.rule("4/4 inference API")
-    api_url = f"http://{settings.host}:{settings.api_port}"
-    champion = _champion_version(settings)
-    if champion is None:
-        # the loop worked; the gate refused a model below the bar, which is its job: say why, leave it there
-        console.print(
-            "[yellow]The promotion gate refused the challenger (first model below PARKING_PROMOTION_MIN_QUALITY), "
-            "so no champion is served yet.[/] Its metrics and the gate's reason are tags on the model version "
-            f"in MLflow ({settings.mlflow_tracking_uri}); more data, more epochs (PARKING_PROFILE=full on a GPU) "
-            "or local pretrained weights (PARKING_ENCODER_WEIGHTS) raise the quality."
+        console.rule("4/6 inference API")
+        api_url = f"http://{settings.host}:{settings.api_port}"
+        champion = _champion_version(settings)
+        answer, drift = None, []
+        if champion is None:
+            # the loop worked; the gate refused a model below the bar, which is its job: say why, leave it there
+            console.print(
+                "[yellow]The promotion gate refused the challenger (first model below "
+                "PARKING_PROMOTION_MIN_QUALITY), so no champion is served yet.[/] Its metrics and the gate's reason "
+                f"are tags on the model version in MLflow ({settings.mlflow_tracking_uri}); more data, more epochs "
+                "(PARKING_PROFILE=full on a GPU) or local pretrained weights (PARKING_ENCODER_WEIGHTS) raise it."
+            )
+        else:
+            with _stage("inference API", settings):
+                t = time.monotonic()
+                if not _wait_serving(api_url, champion, settings.reload_interval_s + 60):
+                    from parking_ml.cli.demo_drift import DemoError
+
+                    raise DemoError(f"the API at {api_url} does not serve v{champion}; see {settings.logs_dir}/api.log")
+                answer = _predict_unseen_tile(console, api_url, seed, size)
+                timings["api"] = time.monotonic() - t
+
+            console.rule(f"5/6 drift: {drift_tiles} default, then {drift_tiles} {SHIFTED_STYLE} tiles through the API")
+            with _stage("drift", settings):
+                t = time.monotonic()
+                drift = _drift_stage(console, api, settings, api_url, champion, drift_tiles, seed, 900.0)
+                timings["drift"] = time.monotonic() - t
+        timings["total"] = time.monotonic() - t_all
+        logging.getLogger("parking_ml.demo").info(
+            "demo done", extra={"seconds": {k: round(v, 1) for k, v in timings.items()}, "champion": champion}
         )
-        for stage, secs in timings.items():
-            console.print(f"  {stage:<20} {secs:7.1f} s")
-        _print_links(console, settings, api_url)
-        return
-    if not _wait_serving(api_url, champion, settings.reload_interval_s + 60):
-        typer.secho(
-            f"the API at {api_url} does not serve v{champion}; see {settings.logs_dir}/api.log", fg="red", err=True
-        )
-        raise typer.Exit(1)
-    _predict_unseen_tile(console, api_url, seed, size)
-    timings["total"] = time.monotonic() - t0
-    console.rule("done")
-    for stage, secs in timings.items():
-        console.print(f"  {stage:<20} {secs:7.1f} s")
-    _print_links(console, settings, api_url)
+        console.rule("6/6 summary")
+        with _stage("summary", settings):
+            summary = _gather_summary(settings, timings, answer, drift)
+        _print_summary(settings, summary, api_url)
+    finally:
+        api.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -43,7 +43,7 @@ def serve(
         # workers are separate processes that build their settings from the environment
         os.environ["PARKING_MODEL_DIR"] = str(model_dir.resolve())
     settings = load_settings()
-    run_server(host or settings.host, port or settings.api_port, workers, log_level)
+    run_server(host or settings.host, port or settings.api_port, workers, log_level, settings.log_format == "json")
 
 
 # 45 of its lines declare the typer options; the work is in the helpers below

@@ -48,11 +48,11 @@ def up_cmd(
     call started is stopped again.
     """
     from parking_ml.config import load_settings
-    from parking_ml.logs import configure_logging
+    from parking_ml.logs import configure_cli_logging
     from parking_ml.ops import stack
 
-    configure_logging()
     settings = load_settings()
+    configure_cli_logging(settings, "stack")
     try:
         stack.up(settings, only=only or None)
     except stack.StackError as exc:
@@ -67,11 +67,12 @@ def down_cmd(
 ) -> None:
     """Stop every stack component by PID (SIGTERM, then SIGKILL after --timeout); leaves no process behind."""
     from parking_ml.config import load_settings
-    from parking_ml.logs import configure_logging
+    from parking_ml.logs import configure_cli_logging
     from parking_ml.ops import stack
 
-    configure_logging()
-    stack.down(load_settings(), timeout_s=timeout)
+    settings = load_settings()
+    configure_cli_logging(settings, "stack")
+    stack.down(settings, timeout_s=timeout)
     typer.echo("stack stopped")
 
 

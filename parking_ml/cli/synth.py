@@ -60,14 +60,15 @@ def synth(
 
     from parking_ml.config import load_settings
     from parking_ml.lake import Lake
-    from parking_ml.logs import configure_logging
+    from parking_ml.logs import configure_cli_logging
     from parking_ml.synth import generate_dataset, render_contact_sheet
 
     if style not in STYLE_NAMES:
         raise typer.BadParameter(f"--style {style!r}: choose one of {', '.join(STYLE_NAMES)}")
     gsd_value = parse_gsd(gsd)
     settings = load_settings()
-    configure_logging()
+    # the progress bar is what a person watches: per-site lines go to the log file only
+    configure_cli_logging(settings, "synth", console_level="WARNING")
     log = logging.getLogger("parking_ml.synth")
     seed = settings.seed if seed is None else seed
     upload: tuple[Lake, str] | None = None

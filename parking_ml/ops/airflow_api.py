@@ -16,6 +16,32 @@ class AirflowApiError(RuntimeError):
     pass
 
 
+class AirflowRunFailed(AirflowApiError):
+    """A DAG run ended failed; the message names the failed task and carries its log tail."""
+
+    def __init__(self, dag_id: str, run_id: str, report: str) -> None:
+        super().__init__(report)
+        self.dag_id, self.run_id = dag_id, run_id
+
+
+def log_lines(content: list) -> list[str]:
+    """Text lines of a task log answer: structured entries (dicts) or plain strings."""
+    out: list[str] = []
+    for entry in content:
+        if not isinstance(entry, dict):
+            out.extend(str(entry).splitlines())
+            continue
+        if "sources" in entry or "event" not in entry:
+            continue  # the header naming the log files
+        stamp = str(entry.get("timestamp") or "")[11:19]
+        level = str(entry.get("level") or "").upper()
+        out.append(" ".join(p for p in (stamp, level, str(entry["event"])) if p))
+        for err in entry.get("error_detail") or []:
+            if isinstance(err, dict):
+                out.append(f"    {err.get('exc_type')}: {err.get('exc_value')}")
+    return out
+
+
 @dataclass
 class AirflowApi:
     base_url: str
@@ -41,8 +67,9 @@ class AirflowApi:
     def _call(self, method: str, path: str, **kwargs) -> dict:
         # On SQLite a write can meet "database is locked" while the dag-processor or scheduler writes: Airflow
         # answers 500 "Database error". It passes within seconds, so retry a few times before giving up.
+        extra = kwargs.pop("headers", {})
         for attempt in range(5):
-            resp = self._client.request(method, f"/api/v2{path}", headers=self._headers(), **kwargs)
+            resp = self._client.request(method, f"/api/v2{path}", headers={**self._headers(), **extra}, **kwargs)
             if resp.status_code == 401:  # token expired: log in again
                 self._token = None
                 continue
@@ -91,9 +118,42 @@ class AirflowApi:
                 out.append(run)
         return out
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+
     def failed_tasks(self, dag_id: str, run_id: str) -> list[str]:
-        body = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
-        return [t["task_id"] for t in body["task_instances"] if t["state"] in ("failed", "upstream_failed")]
+        tis = self.task_instances(dag_id, run_id)
+        return [t["task_id"] for t in tis if t["state"] in ("failed", "upstream_failed")]
+
+    def task_log_tail(self, dag_id: str, run_id: str, task_id: str, try_number: int, lines: int = 30) -> str:
+        """The last lines of one try's log, as text (Airflow 3 sends structured entries: time, level, event and,
+        for an exception, its type and message)."""
+        body = self._call(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
+            headers={"Accept": "application/json"},
+        )
+        return "\n".join(log_lines(body.get("content") or [])[-lines:])
+
+    def failure_report(self, dag_id: str, run_id: str, lines: int = 30) -> str:
+        """What failed in a run: the task that failed first and its log tail (what a person opens in the UI)."""
+        tis = self.task_instances(dag_id, run_id)
+        failed = sorted((t for t in tis if t["state"] == "failed"), key=lambda t: t.get("end_date") or "")
+        if not failed:
+            states = ", ".join(f"{t['task_id']}={t['state']}" for t in tis) or "no task instances"
+            return f"{dag_id} run {run_id} failed ({states})"
+        ti = failed[0]
+        try:
+            tail = self.task_log_tail(dag_id, run_id, ti["task_id"], int(ti.get("try_number") or 1), lines)
+        except AirflowApiError as exc:
+            tail = f"(log not readable: {exc})"
+        others = [t["task_id"] for t in tis if t["state"] in ("failed", "upstream_failed") and t is not ti]
+        more = f"; also not run or failed: {', '.join(others)}" if others else ""
+        return (
+            f"{dag_id} run {run_id} failed at task {ti['task_id']} (try {ti.get('try_number')}){more}\n"
+            f"--- last lines of its log ---\n{tail}"
+        )
 
     def wait_runs_since(self, dag_id: str, since: datetime, *, appear_within_s: float, timeout_s: float) -> list[dict]:
         """Wait for every run of dag_id created since `since` to finish (asset-triggered runs appear a few
@@ -106,8 +166,7 @@ class AirflowApi:
             if runs and all(r["state"] in TERMINAL for r in runs):
                 failed = [r["dag_run_id"] for r in runs if r["state"] == "failed"]
                 if failed:
-                    tasks = ", ".join(self.failed_tasks(dag_id, failed[0])) or "?"
-                    raise AirflowApiError(f"{dag_id} run {failed[0]} failed (tasks: {tasks}); see its logs in the UI")
+                    raise AirflowRunFailed(dag_id, failed[0], self.failure_report(dag_id, failed[0]))
                 return runs
             if time.monotonic() - start > timeout_s:
                 raise AirflowApiError(f"{dag_id}: runs not finished within {timeout_s:.0f}s")
@@ -134,8 +193,7 @@ class AirflowApi:
                 state = self.run_state(dag_id, run_id)
                 if state in TERMINAL:
                     if state == "failed":
-                        tasks = ", ".join(self.failed_tasks(dag_id, run_id)) or "?"
-                        raise AirflowApiError(f"{dag_id} run {run_id} failed (tasks: {tasks}); see its logs in the UI")
+                        raise AirflowRunFailed(dag_id, run_id, self.failure_report(dag_id, run_id))
                     return {"dag_id": dag_id, "run_id": run_id, "state": state}
             if on_poll:
                 on_poll(state)

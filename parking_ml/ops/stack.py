@@ -263,7 +263,8 @@ def components(settings: Settings) -> list[Component]:
                     "--port",
                     str(settings.api_port),
                 ],
-                env=base_env,
+                # its stderr is var/logs/api.log: JSON lines there, unless PARKING_LOG_FORMAT says otherwise
+                env={"PARKING_LOG_FORMAT": "json", **base_env},
                 port=settings.api_port,
                 health_url=f"http://{host}:{settings.api_port}/healthz",
                 url=f"http://{host}:{settings.api_port}",

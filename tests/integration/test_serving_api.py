@@ -358,6 +358,7 @@ def test_serve_command_runs_and_flushes_on_sigterm(tmp_path, package):
         "PARKING_HOME": str(home),
         "PARKING_DRIFT_FLUSH_ROWS": "1000",
         "PARKING_DRIFT_FLUSH_INTERVAL_S": "3600",
+        "PARKING_LOG_FORMAT": "json",  # what a container sets: one JSON line per request on stderr
     }
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
