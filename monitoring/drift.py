@@ -26,6 +26,8 @@ VERDICT_NOT_ENOUGH = "not_enough_data"
 # against 256-px training tiles is normal. Summarised, never counted as drift.
 SIZE_COLUMNS = ("width", "height")
 EMBEDDING_NAME = "embedding"
+# reference + live rows at or below which the embedding is left out of a report (t-SNE needs more samples)
+EMBEDDING_MIN_ROWS = 31
 
 # Per-column methods (Evidently stat-test names). Distances rather than p-values: a p-value test calls a tiny,
 # harmless shift "drift" once a window holds thousands of rows; a distance keeps its meaning (the threshold
@@ -135,6 +137,8 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, config: DriftConfig 
     emb = [c for c in embedding_columns(reference) if c in current.columns]
     if emb and (reference[emb].isna().any().any() or current[emb].isna().all().all()):
         emb = []  # a reference or window from a model without the embedding output
+    if emb and len(reference) + len(current) <= EMBEDDING_MIN_ROWS:
+        emb = []  # Evidently's embedding view (t-SNE, perplexity 30) needs more rows than that
     threshold = config.threshold(len(reference), len(current))
     emb_threshold = config.embedding_threshold(len(reference), len(current))
     snapshot = _run_report(reference, current, columns, emb, threshold, emb_threshold, config)

@@ -142,3 +142,25 @@ def test_report_on_an_s3_lake(make_settings, moto_server, reference):
     assert summary["verdict"] == VERDICT_OK
     assert lake.exists(f"monitoring/reports/{summary['report_id']}/report.html")
     assert store.read_index(lake)["report_id"].tolist() == [summary["report_id"]]
+
+
+def _with_embedding(frame: pd.DataFrame, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    emb = pd.DataFrame(rng.normal(shift, 1.0, (len(frame), 4)), columns=[f"emb_{i}" for i in range(4)])
+    return pd.concat([frame.reset_index(drop=True), emb], axis=1)
+
+
+def test_a_small_window_leaves_the_embedding_out_instead_of_crashing():
+    """A smoke model's reference holds a few rows: the embedding's t-SNE view needs more than 30 in all."""
+    from monitoring.drift import EMBEDDING_MIN_ROWS, EMBEDDING_NAME
+
+    cfg = DriftConfig(min_rows=8)
+    small = compare(_with_embedding(style_rows("default", 12, seed=1), 1),
+                    _with_embedding(style_rows("default", 12, seed=2), 2), cfg)  # fmt: skip
+    assert small.verdict in (VERDICT_OK, VERDICT_DRIFT) and EMBEDDING_NAME not in small.features
+    n = EMBEDDING_MIN_ROWS
+    larger = compare(_with_embedding(style_rows("default", n, seed=1), 1),
+                     _with_embedding(style_rows("default", n, seed=2), 2, shift=3.0), cfg)  # fmt: skip
+    assert larger.features[EMBEDDING_NAME]["drifted"]
