@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from monitoring import store
 from parking_ml.config import Settings
 from parking_ml.lake import Lake
-from parking_ml.ops.stack import free_port, stop_pid
-from tests.fakes import VENV_BIN
+from tests.fakes.servers import airflow_api_server
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
-def test_logged_in_user_opens_a_drift_report_from_the_navigation(airflow_home, tmp_path):
-    from playwright.sync_api import sync_playwright
-
+def test_logged_in_user_opens_a_drift_report_from_the_navigation(airflow_home, tmp_path, browser):
     home = tmp_path / "var"
     now = datetime(2026, 12, 6, 6, tzinfo=UTC)
     summary = {
@@ -39,49 +29,26 @@ def test_logged_in_user_opens_a_drift_report_from_the_navigation(airflow_home, t
     rid = store.save_report(
         Lake.from_settings(Settings(home=home)), summary, "<html><body><h1>THE REPORT</h1></body></html>", "{}", now
     )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PARKING_HOME": str(home), "PYTHONPATH": str(REPO), "AIRFLOW__API__BASE_URL": url}
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port), "-w", "1"],
-        env=env,
-        stdout=(tmp_path / "api-server.log").open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v2/monitor/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "api-server.log").read_text()
-            time.sleep(1)
-        password = json.loads((airflow_home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            # before the login, the plugin's page is refused like any API call
-            assert page.goto(f"{url}/parking-drift/").status == 401
-            page.goto(f"{url}/", wait_until="networkidle")
-            page.wait_for_selector("input", timeout=60_000)
-            page.locator("input").nth(0).fill("admin")
-            page.locator("input").nth(1).fill(password)
-            page.keyboard.press("Enter")
-            page.wait_for_url(lambda u: "/auth/" not in u, timeout=60_000)
-            # the navigation: Browse -> Drift reports
-            page.get_by_role("button", name="Browse").click()
-            page.get_by_text("Drift reports").first.click()
-            page.wait_for_url(lambda u: u.endswith("/plugin/drift-reports"), timeout=60_000)
-            frame = page.frame_locator("iframe").first
-            link = frame.get_by_role("link", name="2026-12-06 06:00:00 UTC")
-            link.wait_for(timeout=60_000)
-            assert frame.get_by_text("drift", exact=True).count() == 1
-            link.click()
-            frame.get_by_role("heading", name="THE REPORT").wait_for(timeout=60_000)
-            assert f"{url}/parking-drift/report/{rid}" in [f.url for f in page.frames]
-            browser.close()
-    finally:
-        stop_pid(proc.pid, timeout_s=15)
+    env = {**os.environ, "PARKING_HOME": str(home), "PYTHONPATH": str(REPO)}
+    with airflow_api_server(env, tmp_path / "api-server.log", airflow_home, base_url=True) as (url, _, password):
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        # before the login, the plugin's page is refused like any API call
+        assert page.goto(f"{url}/parking-drift/").status == 401
+        page.goto(f"{url}/", wait_until="networkidle")
+        page.wait_for_selector("input", timeout=60_000)
+        page.locator("input").nth(0).fill("admin")
+        page.locator("input").nth(1).fill(password)
+        page.keyboard.press("Enter")
+        page.wait_for_url(lambda u: "/auth/" not in u, timeout=60_000)
+        # the navigation: Browse -> Drift reports
+        page.get_by_role("button", name="Browse").click()
+        page.get_by_text("Drift reports").first.click()
+        page.wait_for_url(lambda u: u.endswith("/plugin/drift-reports"), timeout=60_000)
+        frame = page.frame_locator("iframe").first
+        link = frame.get_by_role("link", name="2026-12-06 06:00:00 UTC")
+        link.wait_for(timeout=60_000)
+        assert frame.get_by_text("drift", exact=True).count() == 1
+        link.click()
+        frame.get_by_role("heading", name="THE REPORT").wait_for(timeout=60_000)
+        assert f"{url}/parking-drift/report/{rid}" in [f.url for f in page.frames]
+        page.close()

@@ -1,16 +1,20 @@
-"""Real servers for tests: the API app under uvicorn on a free loopback port, and reading what it serves."""
+"""Real servers for tests: the API app under uvicorn, Airflow's api-server, on free loopback ports."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import uvicorn
 
-from parking_ml.ops.stack import free_port
+from parking_ml.ops.stack import free_port, stop_pid
+from tests.fakes import VENV_BIN
 
 
 @contextmanager
@@ -54,3 +58,40 @@ def metric_value(text: str, name: str, **labels: str) -> float:
             found = True
     assert found, f"{name} {labels} not in metrics"
     return total
+
+
+@contextmanager
+def airflow_api_server(
+    env: dict[str, str], log: Path, airflow_home: Path, base_url: bool = False
+) -> Iterator[tuple[str, int, str]]:
+    """A real Airflow api-server (plugins loaded from env's AIRFLOW__CORE__PLUGINS_FOLDER) on a free port:
+    (url, port, the admin's generated password); stopped with its process group on exit. ``base_url``: the UI's
+    links point at that port (a browser follows them)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    if base_url:
+        env = {**env, "AIRFLOW__API__BASE_URL": url}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port), "-w", "1"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # stop_pid ends its process group, never pytest's
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v2/monitor/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "api-server did not start"
+            time.sleep(1)
+        # the simple auth manager wrote the admin's generated password on its first start
+        password = json.loads((airflow_home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        yield url, port, password
+    finally:
+        stop_pid(proc.pid, timeout_s=15)

@@ -4,10 +4,7 @@ behind the Airflow login (JWT as Bearer header or as the UI's `_token` cookie), 
 from __future__ import annotations
 
 import http.client
-import json
 import os
-import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,8 +14,7 @@ import pytest
 from monitoring import store
 from parking_ml.config import Settings
 from parking_ml.lake import Lake
-from parking_ml.ops.stack import free_port, stop_pid
-from tests.fakes import VENV_BIN
+from tests.fakes.servers import airflow_api_server
 
 pytestmark = pytest.mark.integration
 
@@ -54,34 +50,10 @@ def airflow_api(tmp_path_factory, airflow_home):
         datetime(2026, 12, 6, 6, tzinfo=UTC),
     )  # fmt: skip
     lake.write_text("monitoring/secret.txt", "not for the browser")
-    port = free_port()
     env = {**os.environ, "PARKING_HOME": str(home), "PYTHONPATH": str(REPO)}
-    log = (home / "api-server.log").open("w")
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port), "-w", "1"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # stop_pid ends its process group, never pytest's
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v2/monitor/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (home / "api-server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "api-server did not start"
-            time.sleep(1)
-        # the simple auth manager wrote the admin's generated password on its first start
-        password = json.loads((airflow_home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+    with airflow_api_server(env, home / "api-server.log", airflow_home) as (url, port, password):
         token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": password}).json()
         yield {"url": url, "token": token["access_token"], "older": older, "newer": newer, "port": port}
-    finally:
-        stop_pid(proc.pid, timeout_s=15)
 
 
 def _raw_get(port: int, path: str, token: str | None) -> int:
