@@ -109,9 +109,13 @@ def _hatch_stalls(site, rng: np.random.Generator) -> None:
 
 
 def _crosswalks(site, rng: np.random.Generator) -> None:
-    """Zebra crossings over aisles and the road, where they cross the tile: (centre, lane unit, width px)."""
+    """Zebra crossings over the lot's aisles where they cross the tile: (centre, lane unit, width px). Not on
+    roads, whose kerb-side stalls a crossing would paint over."""
     size = site.size
+    roads = {(tuple(np.round(p0, 3)), tuple(np.round(p1, 3))) for p0, p1, _ in site.roads}
     for (p0, p1, width), lane in zip(site.aisles, site.lane_dirs, strict=True):
+        if (tuple(np.round(p0, 3)), tuple(np.round(p1, 3))) in roads:
+            continue
         d = p1 - p0
         length = float(np.linalg.norm(d))
         if length < 1:
