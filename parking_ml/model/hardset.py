@@ -47,13 +47,34 @@ def shows_mode(tile, site, mode: str) -> bool:
     return True  # faint_paint: its truth is the faint rule, whichever way it falls
 
 
+def cut_quarters(rendered, tile: int = 256) -> list[dict]:
+    """A rendered SyntheticTile cut into tile x tile pieces by preprocessing's rule, with their labelled stalls."""
+    from parking_ml.data.annotations import Stall
+    from parking_ml.data.preprocess import _tile_stalls, cut_tile, space_labels
+
+    spaces = space_labels(rendered.mask)
+    pairs = zip(rendered.stalls, rendered.labels, strict=True)
+    stalls = [Stall(poly, status, label == 255) for (poly, status), label in pairs]
+    out = []
+    size = rendered.mask.shape[0]
+    for y in range(0, size - tile + 1, tile):
+        for x in range(0, size - tile + 1, tile):
+            kept = [s for s in _tile_stalls(stalls, x, y, tile) if not s.ignore]
+            out.append(
+                {
+                    "rgb": rendered.image[y : y + tile, x : x + tile],
+                    "truth": cut_tile(rendered.mask, spaces, x, y, tile),
+                    "gsd": rendered.gsd,
+                    "stalls": [{"polygon": s.polygon.tolist(), "status": s.status} for s in kept],
+                }
+            )
+    return out
+
+
 def hard_set_tiles(
     mode: str, sites: int = HARD_SET_SITES, seed: int | None = None, gsd=HARD_SET_GSD, tile: int = 256
 ) -> list[dict]:
     """[{rgb, truth, gsd, stalls}] of one mode: 256-px tiles of the first ``sites`` sites that show it."""
-    from parking_ml.data.annotations import Stall
-    from parking_ml.data.preprocess import _tile_stalls, cut_tile, space_labels
-
     if mode not in HARD_MODES:
         raise ValueError(f"unknown hard mode {mode!r}; choose one of {', '.join(HARD_MODES)}")
     seed = HARD_SET_SEEDS[mode] if seed is None else seed
@@ -66,22 +87,16 @@ def hard_set_tiles(
         if not shows_mode(rendered, sr.site, mode):
             continue
         found += 1
-        spaces = space_labels(rendered.mask)
-        stalls = [
-            Stall(poly, status, label == 255)
-            for (poly, status), label in zip(rendered.stalls, rendered.labels, strict=True)
-        ]
-        for y in (0, tile):
-            for x in (0, tile):
-                kept = [s for s in _tile_stalls(stalls, x, y, tile) if not s.ignore]
-                out.append(
-                    {
-                        "rgb": rendered.image[y : y + tile, x : x + tile],
-                        "truth": cut_tile(rendered.mask, spaces, x, y, tile),
-                        "gsd": rendered.gsd,
-                        "stalls": [{"polygon": s.polygon.tolist(), "status": s.status} for s in kept],
-                    }
-                )
+        out.extend(cut_quarters(rendered, tile))
+    return out
+
+
+def style_tiles(style: str, seed: int, sites: int, gsd=HARD_SET_GSD, hard: str | None = "none") -> list[dict]:
+    """Pass 0 of ``sites`` fresh lots of one style (no hard modes by default), as 256-px tiles with stalls."""
+    out: list[dict] = []
+    for index in range(sites):
+        rendered = SiteRenderer(seed, index, 512, gsd, f"s{seed}-site-{index:04d}", hard=hard).render(0, style)
+        out.extend(cut_quarters(rendered))
     return out
 
 
