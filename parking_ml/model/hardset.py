@@ -117,12 +117,14 @@ def score_package(package_dir: str | Path, modes: Sequence[str] = HARD_MODES, th
     return {mode: score_tiles(segmenter, hard_set_tiles(mode, **kw)) for mode in modes}
 
 
-def score_model_uri(model_uri: str, tracking_uri: str, threads: int = 2, modes: Sequence[str] = HARD_MODES) -> dict:
+def score_model_uri(
+    model_uri: str, tracking_uri: str, threads: int = 2, modes: Sequence[str] = HARD_MODES, **kw
+) -> dict:
     """score_package of a registered model (any MLflow model URI)."""
     from parking_ml.model.package import download_package
 
     with tempfile.TemporaryDirectory(prefix="parking-hardset-") as tmp:
-        return score_package(download_package(model_uri, Path(tmp) / "pkg", tracking_uri), modes, threads)
+        return score_package(download_package(model_uri, Path(tmp) / "pkg", tracking_uri), modes, threads, **kw)
 
 
 def format_table(scores: dict[str, dict[str, dict]], metrics: Sequence[str] = HARD_SET_METRICS[:3]) -> str:
