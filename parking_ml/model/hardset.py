@@ -144,9 +144,10 @@ def format_table(scores: dict[str, dict[str, dict]], metrics: Sequence[str] = HA
 _STALL_INTERIOR_M2 = 8.9
 
 
-def shipped_package(settings, out_dir: str | Path, profile_name: str = "demo", weights: str | None = None) -> Path:
+def shipped_package(settings, out_dir: str | Path, profile="demo", weights: str | None = None) -> Path:
     """The profile's shipped pretrained network (parking_ml/weights, or ``weights``) as a model package, no
-    training: the serving contract is the one the trainer would write for tiles of HARD_SET_GSD."""
+    training: the serving contract is the one the trainer would write for tiles of HARD_SET_GSD. ``profile``: a
+    profile's name or a TrainProfile."""
     from parking_ml.data.augment import NORMALIZE_MEAN, NORMALIZE_STD
     from parking_ml.inference import PreprocessConfig
     from parking_ml.model.package import build_package
@@ -155,7 +156,7 @@ def shipped_package(settings, out_dir: str | Path, profile_name: str = "demo", w
 
     if weights is not None:
         settings = settings.model_copy(update={"init_weights": str(weights)})
-    profile = get_profile(profile_name)
+    profile = get_profile(profile) if isinstance(profile, str) else profile
     model = new_model(dict(profile.seed_params), profile, settings)
     gsd = model_gsd(profile, settings)
     native = float(np.sqrt(HARD_SET_GSD[0] * HARD_SET_GSD[1]))
