@@ -138,7 +138,8 @@ def external_tiles(lots: int, seed: int, gsd: float | tuple[float, float]) -> li
 
     tiles = []
     for index in range(lots):
-        tile = SiteRenderer(seed, index, 512, gsd, f"s{seed}-site-{index:04d}").render(0)
+        # no hard modes: the same lots as before they existed (the hard set scores those apart)
+        tile = SiteRenderer(seed, index, 512, gsd, f"s{seed}-site-{index:04d}", hard="none").render(0)
         spaces = space_labels(tile.mask)
         for y in (0, 256):
             for x in (0, 256):
