@@ -39,7 +39,7 @@ def style_rows(style: str, n: int, seed: int, passes: int = 4) -> pd.DataFrame:
 
     rows, site = [], 0
     while len(rows) < n:
-        renderer = SiteRenderer(seed, site, 256, 0.1, f"site-{site:04d}")
+        renderer = SiteRenderer(seed, site, 256, 0.1, f"site-{site:04d}", hard="none")
         rows.extend(tile_features(renderer.render(p, style).image) for p in range(passes))
         site += 1
     return features_frame(rows[:n])
@@ -167,7 +167,7 @@ def embedding_only(args: argparse.Namespace) -> None:
     def rows(style: str, n: int, seed: int) -> pd.DataFrame:
         out, site = [], 0
         while len(out) < n:
-            renderer = SiteRenderer(seed, site, 256, 0.1, f"site-{site:04d}")
+            renderer = SiteRenderer(seed, site, 256, 0.1, f"site-{site:04d}", hard="none")
             for p in range(4):
                 rgb = renderer.render(p, style).image
                 out.append(tile_features(rgb, predict(seg, rgb)))

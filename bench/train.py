@@ -17,6 +17,10 @@ External lots (--external, default 96): the holdout is the fifth of the batch's 
 per lot), so a holdout of 10 lots moved by about 0.1 with the lots drawn, and two large samples of lots still
 differ by a few hundredths. Both models are therefore also scored on this many fresh lots of another seed,
 one pass each, cut into 256-px tiles by preprocessing's rule: the same lots for every run and change.
+
+Hard set (--hard-sites, default 8; parking_ml.model.hardset): per failure mode of real imagery (dark cars, long
+shadows, faint paint, lot edges, roadway cars, hatched zones) a fixed generator seed's lots, scored the same way:
+a row per mode of free IoU, free-count error and stall accuracy, so each mode has a number that moves.
 """
 
 from __future__ import annotations
@@ -134,7 +138,8 @@ def external_tiles(lots: int, seed: int, gsd: float | tuple[float, float]) -> li
 
     tiles = []
     for index in range(lots):
-        tile = SiteRenderer(seed, index, 512, gsd, f"s{seed}-site-{index:04d}").render(0)
+        # no hard modes: the same lots as before they existed (the hard set scores those apart)
+        tile = SiteRenderer(seed, index, 512, gsd, f"s{seed}-site-{index:04d}", hard="none").render(0)
         spaces = space_labels(tile.mask)
         for y in (0, 256):
             for x in (0, 256):
@@ -188,6 +193,7 @@ def main() -> int:
     parser.add_argument("--no-peer", action="store_true", help="skip the peer (saves the final fit's time again)")
     parser.add_argument("--external", type=int, default=96, help="fresh lots to score both models on (0: none)")
     parser.add_argument("--external-seed", type=int, default=99, help="seed of the external lots")
+    parser.add_argument("--hard-sites", type=int, default=8, help="hard-set lots per failure mode (0: none)")
     args = parser.parse_args()
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -272,6 +278,15 @@ def main() -> int:
                 external[name] = external_metrics(model_uri, uri, tiles, settings.threads)
             note = f"{args.external} lots of seed {args.external_seed}, {4 * args.external} tiles"
             stages.append(_stage("external", time.perf_counter() - t0, note))
+        hard: dict[str, dict] = {}
+        if args.hard_sites:
+            from parking_ml.model.hardset import score_model_uri
+
+            t0 = time.perf_counter()
+            models = {"ours": outcome["model_uri"], **({"peer": peer["model_uri"]} if peer else {})}
+            for name, model_uri in models.items():
+                hard[name] = score_model_uri(model_uri, uri, settings.threads, sites=args.hard_sites)
+            stages.append(_stage("hard set", time.perf_counter() - t0, f"{args.hard_sites} lots per mode"))
     finally:
         stop_pid(server.pid, timeout_s=15)
     load_after = os.getloadavg()
@@ -316,6 +331,11 @@ def main() -> int:
                 peer_value = external["peer"][key]
                 row += f"{ext[key] / peer_value if peer_value else float('nan'):>11.2f}"
             print(f"  {key:<16}{row}{goal_verdict(key, ext[key])}")
+    if hard:
+        from parking_ml.model.hardset import format_table
+
+        print(f"\nhard set ({args.hard_sites} lots per failure mode, 4 tiles each; docs/experiments/hard-set.md):")
+        print(format_table(hard))
     losses = {"holdout": hold, **({"external": external["ours"]} if external else {})}
     print("\nwhere free IoU is lost (shares of the free union of truth and prediction; they sum to 1 - IoU):")
     print(f"  {'kind':<16}" + "".join(f"{n:>10}" for n in losses))

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     tile_size: int = Field(256, ge=64, le=4096)
     tile_overlap: int = Field(32, ge=0)
     target_gsd: float | None = Field(None, gt=0.0, description="resample to this m/px in preprocess")
+    data_batches: str = Field(
+        "",
+        description="comma-separated landing batch names (or fnmatch patterns) preprocess builds the dataset "
+        "from, e.g. 'mylots*' to train and gate on your own batch only; empty: every ingested batch",
+    )
     model_gsd: float | None = Field(
         None, gt=0.0, description="m/px the network works at (default: the profile's); imagery is resampled to it"
     )

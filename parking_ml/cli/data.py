@@ -70,6 +70,13 @@ def preprocess(
         float | None, typer.Option(min=0.001, help="resample to this m/px (default PARKING_TARGET_GSD: none)")
     ] = None,
     folds: Annotated[int | None, typer.Option(min=2, help="CV folds grouped by site (default PARKING_FOLDS)")] = None,
+    batches: Annotated[
+        str | None,
+        typer.Option(
+            help="only these landing batches (comma-separated names or patterns, e.g. 'mylots*'): your own lots "
+            "then make the training folds and the holdout the gate scores on (default PARKING_DATA_BATCHES: all)"
+        ),
+    ] = None,
 ) -> None:
     """Tile raw/ images into processed/<version>/ with site-grouped folds and a frozen holdout.
 
@@ -80,7 +87,9 @@ def preprocess(
     from parking_ml.data.preprocess import preprocess as run_preprocess
     from parking_ml.lake import Lake
 
-    settings = _settings(tile_size=tile_size, tile_overlap=tile_overlap, target_gsd=target_gsd, folds=folds)
+    settings = _settings(
+        tile_size=tile_size, tile_overlap=tile_overlap, target_gsd=target_gsd, folds=folds, data_batches=batches
+    )
     try:
         config = TilingConfig.from_settings(settings)
         summary = run_preprocess(Lake.from_settings(settings), config, progress=True)

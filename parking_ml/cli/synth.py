@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
-STYLE_NAMES = ("default", "winter", "dusk", "sensor")
+# spelled here so `--help` needs no numpy/cv2 import; tests/unit/test_synth_hard.py checks them against synth's
+STYLE_NAMES = ("default", "winter", "dusk", "sensor", "pavers")
+HARD_NAMES = ("dark_cars", "long_shadows", "faint_paint", "lot_edge", "roadway_cars", "hatched_zones")
 
 
 def parse_gsd(text: str) -> float | tuple[float, float]:
@@ -43,7 +45,16 @@ def synth(
     size: int = typer.Option(512, "--size", min=32, max=2048, help="tile size in pixels"),
     gsd: str = typer.Option("0.08-0.3", "--gsd", help="metres per pixel: a value or a range sampled per site"),
     style: str = typer.Option(
-        "default", "--style", help=f"domain: {', '.join(STYLE_NAMES)} (shift it on purpose for drift)"
+        "default",
+        "--style",
+        help=f"domain: {', '.join(STYLE_NAMES)} (shift it on purpose for drift; pavers: a style no shipped "
+        "network saw)",
+    ),
+    hard: str = typer.Option(
+        None,
+        "--hard",
+        help=f"hard cases: one of {', '.join(HARD_NAMES)} on every site, 'none' for none; default: a few sites "
+        "in a hundred get each",
     ),
     sites: int = typer.Option(None, "--sites", min=1, help="number of sites (default: ~4 passes per site)"),
     geotiff: bool = typer.Option(False, "--geotiff", help="write GeoTIFF (UTM CRS) + map-coordinate GeoJSON"),
@@ -65,6 +76,8 @@ def synth(
 
     if style not in STYLE_NAMES:
         raise typer.BadParameter(f"--style {style!r}: choose one of {', '.join(STYLE_NAMES)}")
+    if hard is not None and hard not in (*HARD_NAMES, "none"):
+        raise typer.BadParameter(f"--hard {hard!r}: choose one of {', '.join(HARD_NAMES)} or none")
     gsd_value = parse_gsd(gsd)
     settings = load_settings()
     # the progress bar is what a person watches: per-site lines go to the log file only
@@ -95,6 +108,7 @@ def synth(
             sites=sites,
             geotiff=geotiff,
             progress=True,
+            hard=hard,
         )
         if contact_sheet is not None:
             render_contact_sheet(paths[:12], contact_sheet)
@@ -103,7 +117,7 @@ def synth(
     finally:
         if tmp is not None:
             tmp.cleanup()
-    log.info("synth done", extra={"tiles": len(paths), "out": where, "seed": seed, "style": style})
+    log.info("synth done", extra={"tiles": len(paths), "out": where, "seed": seed, "style": style, "hard": hard})
     typer.echo(f"wrote {len(paths)} tiles to {where}")
 
 

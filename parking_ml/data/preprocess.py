@@ -86,6 +86,9 @@ class TilingConfig:
     folds: int = 3
     holdout_fraction: float = 0.2
     schema: int = SCHEMA
+    # comma-separated landing batch names or fnmatch patterns to build the dataset from ("": every batch), so
+    # a user's own batch gets a holdout of its own sites (docs/byol.md)
+    batches: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.tile_overlap < self.tile_size:
@@ -102,7 +105,25 @@ class TilingConfig:
             target_gsd=settings.target_gsd,
             folds=settings.folds,
             holdout_fraction=settings.holdout_fraction,
+            batches=getattr(settings, "data_batches", "") or "",
         )
+
+
+def select_raw_batches(raw: pd.DataFrame, batches: str) -> pd.DataFrame:
+    """The raw rows of the named batches (comma-separated names or fnmatch patterns; "": all of them)."""
+    from fnmatch import fnmatchcase
+
+    patterns = [p.strip() for p in (batches or "").split(",") if p.strip()]
+    if not patterns or raw.empty:
+        return raw
+    keep = raw["batch"].astype(str).map(lambda b: any(fnmatchcase(b, p) for p in patterns))
+    if not keep.any():
+        known = ", ".join(sorted(raw["batch"].astype(str).unique())[:20])
+        raise ValueError(
+            f"PARKING_DATA_BATCHES={batches!r} matches no ingested batch (ingested: {known}); name one of them, "
+            f"or leave it empty to use every batch"
+        )
+    return raw[keep.to_numpy()].reset_index(drop=True)
 
 
 def dataset_version(raw: pd.DataFrame, config: TilingConfig) -> str:
@@ -114,7 +135,10 @@ def dataset_version(raw: pd.DataFrame, config: TilingConfig) -> str:
             strict=True,
         )
     )
-    payload = json.dumps({"images": items, "config": asdict(config)}, sort_keys=True)
+    cfg = asdict(config)
+    if not cfg["batches"]:  # the filter's effect is in the images; unfiltered versions keep their names
+        del cfg["batches"]
+    payload = json.dumps({"images": items, "config": cfg}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
@@ -287,6 +311,7 @@ def preprocess(lake: Lake, config: TilingConfig, progress: bool = False) -> dict
             f"no ingested images in {lake.uri('raw/manifest.parquet')}; drop files into landing/<batch>/<site>/ "
             f"and run `parking-ml ingest` first"
         )
+    raw = select_raw_batches(raw, config.batches)
     version = dataset_version(raw, config)
     prefix = f"processed/{version}"
     if lake.exists(f"{prefix}/dataset.json"):

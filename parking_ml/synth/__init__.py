@@ -9,9 +9,14 @@ from parking_ml.synth.dataset import (
     read_geojson_mask,
     render_contact_sheet,
 )
-from parking_ml.synth.render import STYLES
+from parking_ml.synth.hard import HARD_MODES, HARD_SET_SEEDS
+from parking_ml.synth.render import ALL_STYLES, HELD_OUT_STYLES, STYLES
 
 __all__ = [
+    "ALL_STYLES",
+    "HARD_MODES",
+    "HARD_SET_SEEDS",
+    "HELD_OUT_STYLES",
     "STYLES",
     "SiteRenderer",
     "SyntheticTile",

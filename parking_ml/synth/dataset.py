@@ -54,11 +54,12 @@ import cv2
 import numpy as np
 
 from parking_ml.data.annotations import MIN_INSIDE
+from parking_ml.synth import hard as hard_modes
 from parking_ml.synth.cars import Cars, sample_cars
 from parking_ml.synth.draw import draw_segments
 from parking_ml.synth.ground import Static, render_static
 from parking_ml.synth.layout import Site, build_site, sample_gsd, shrink_convex
-from parking_ml.synth.render import STYLES, render_pass, sample_pass
+from parking_ml.synth.render import ALL_STYLES, STYLES, render_pass, sample_pass
 
 logger = logging.getLogger(__name__)
 
@@ -286,11 +287,20 @@ def _render_site_pass(
     rng: np.random.Generator,
     style: str,
     pass_index: int,
+    hard_rng: np.random.Generator | None = None,
 ) -> SyntheticTile:
     index, interiors, ignore, shares, visibility = labelled
     params = sample_pass(rng, style)
     rate = _occupancy_rate(rng)
     cars, occupied = _cars_for_pass(site, rng, rate)
+    road_cars = None
+    if site.hard and hard_rng is not None:
+        hard_modes.adjust_pass(params, site.hard, hard_rng)
+        if site.hard == "dark_cars":
+            hard_modes.darken_cars(cars, hard_rng)
+        elif site.hard == "roadway_cars":
+            road_cars = hard_modes.roadway_cars(site, hard_rng)
+            cars = Cars.concat([cars, road_cars])
     image = render_pass(site, static, cars, params, rng)
     statuses = ["occupied" if occupied[k] else "free" for k in index]
     labels = [
@@ -314,23 +324,42 @@ def _render_site_pass(
             "inside_share": list(shares),
             "cars": len(cars),
             "paint_visibility": round(visibility, 3),
+            "hard": site.hard or "",
+            # pixel centres of cars on the road beside the lot (background in the truth)
+            "roadway_car_centres": [] if road_cars is None else road_cars.centre.tolist(),
         },
     )
 
 
 class SiteRenderer:
-    """One site laid out and its static layers rendered once; each :meth:`render` call is a new pass."""
+    """One site laid out and its static layers rendered once; each :meth:`render` call is a new pass.
 
-    def __init__(self, seed: int, index: int, size: int, gsd: float | tuple[float, float], site_id: str) -> None:
+    ``hard``: None mixes the hard modes of :mod:`parking_ml.synth.hard` in at their modest rate, "none"
+    turns them off, a mode's name (``HARD_MODES``) forces it on this site.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        index: int,
+        size: int,
+        gsd: float | tuple[float, float],
+        site_id: str,
+        hard: str | None = None,
+    ) -> None:
+        mode = hard_modes.pick_mode(seed, index, hard)
         rng = np.random.default_rng([seed, index])
-        self.site = build_site(rng, site_id, size, sample_gsd(rng, gsd), seed)
+        self.site = build_site(rng, site_id, size, sample_gsd(rng, gsd), seed, hard=mode)
+        if mode:
+            hard_modes.adjust_site(self.site, mode, hard_modes.site_rng(seed, index))
         self.static = render_static(self.site, rng)
         self.labelled = _site_labels(self.site, self.static)
         self.seed, self.index = seed, index
 
     def render(self, pass_index: int, style: str = "default") -> SyntheticTile:
         rng = np.random.default_rng([self.seed, self.index, pass_index + 1])
-        return _render_site_pass(self.site, self.static, self.labelled, rng, style, pass_index)
+        hard_rng = hard_modes.pass_rng(self.seed, self.index, pass_index) if self.site.hard else None
+        return _render_site_pass(self.site, self.static, self.labelled, rng, style, pass_index, hard_rng)
 
 
 def generate_tile(
@@ -338,15 +367,16 @@ def generate_tile(
     size: int = 512,
     gsd: float | tuple[float, float] = 0.1,
     style: str = "default",
+    hard: str | None = None,
 ) -> SyntheticTile:
     """One tile of a fresh site (pass 0). A Generator is consumed for the seed; an int is the seed."""
-    if style not in STYLES:
-        raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    if style not in ALL_STYLES:
+        raise ValueError(f"unknown style {style!r}; choose one of {', '.join(ALL_STYLES)}")
     if isinstance(rng_or_seed, np.random.Generator):
         seed = int(rng_or_seed.integers(0, 2**31 - 1))
     else:
         seed = int(rng_or_seed)
-    return SiteRenderer(seed, 0, int(size), gsd, "site-0000").render(0, style)
+    return SiteRenderer(seed, 0, int(size), gsd, "site-0000", hard=hard).render(0, style)
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -453,12 +483,16 @@ def generate_dataset(
     sites: int | None = None,
     geotiff: bool = False,
     progress: bool = True,
+    hard: str | None = None,
 ) -> list[Path]:
-    """Write ``n`` tiles grouped into sites (default ~4 passes each) under ``out_dir``; returns image paths."""
+    """Write ``n`` tiles grouped into sites (default ~4 passes each) under ``out_dir``; returns image paths.
+
+    ``hard``: as :class:`SiteRenderer` (None: the default mix of hard modes; "none"; or one mode forced)."""
     if n < 1:
         raise ValueError(f"n must be >= 1 (got {n})")
-    if style not in STYLES:
-        raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    if style not in ALL_STYLES:
+        raise ValueError(f"unknown style {style!r}; choose one of {', '.join(ALL_STYLES)}")
+    hard_modes.pick_mode(seed, 0, hard)  # a bad mode fails before anything is written
     if size < 32:
         raise ValueError(f"size must be >= 32 px (got {size})")
     gsd_values = gsd if isinstance(gsd, tuple | list) else (gsd,)
@@ -475,7 +509,7 @@ def generate_dataset(
         bar = tqdm(total=n, desc="synth", unit="tile")
     for index, passes in enumerate(_split_passes(n, sites)):
         site_id = f"s{seed}-site-{index:04d}"
-        sr = SiteRenderer(seed, index, size, gsd, site_id)
+        sr = SiteRenderer(seed, index, size, gsd, site_id, hard=hard)
         site_dir = out_dir / site_id
         site_dir.mkdir(exist_ok=True)
         geo = _georef(seed, index, sr.site.gsd) if geotiff else None
@@ -490,7 +524,9 @@ def generate_dataset(
             paths.append(img_path)
             if bar is not None:
                 bar.update(1)
-        logger.info("synth site written", extra={"site": site_id, "passes": passes, "gsd": sr.site.gsd})
+        logger.info(
+            "synth site written", extra={"site": site_id, "passes": passes, "gsd": sr.site.gsd, "hard": sr.site.hard}
+        )
     if bar is not None:
         bar.close()
     return paths
@@ -567,6 +603,7 @@ def read_geojson_mask(path: Path, size: int, transform=None) -> np.ndarray:
 
 
 __all__ = [
+    "ALL_STYLES",
     "STYLES",
     "SiteRenderer",
     "SyntheticTile",

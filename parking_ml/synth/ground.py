@@ -233,6 +233,8 @@ def _paint(site: Site, rng: np.random.Generator, ground: np.ndarray, material: n
         for k in np.arange(-r, r, step):
             draw_segment(stripes, c + n * k - diag * r, c + n * k + diag * r, site.paint_width_px)
         hatch = np.maximum(hatch, cv2.min(stripes, region))
+    if site.crosswalks:
+        hatch = np.maximum(hatch, _zebra(site, canvas.shape))
     # worn paint: smooth fading plus speckles where tyres scraped it off
     fade = np.clip(0.75 + 0.5 * n_mid, 0.2, 1.0) * site.paint_opacity
     speck = rng.random((h, w), dtype=np.float32)
@@ -267,6 +269,21 @@ def _paint(site: Site, rng: np.random.Generator, ground: np.ndarray, material: n
             draw_segments(road, [(p0 + n, p1 + n), (p0 - n, p1 - n)], 0.12 / g)
     colour = (225, 190, 70) if rng.random() < 0.6 else (235, 235, 230)
     blend(ground, road, colour, 0.85)
+
+
+def _zebra(site: Site, shape: tuple[int, ...]) -> np.ndarray:
+    """Zebra crossings: bars along the lane, 0.5 m wide and 1 m apart, across the whole aisle or road."""
+    g = site.gsd
+    out = np.zeros(shape, np.uint8)
+    bars = []
+    for centre, lane, width_px in site.crosswalks:
+        n = np.array([-lane[1], lane[0]])
+        half_len = 1.5 / g
+        for k in np.arange(-width_px / 2 + 0.6 / g, width_px / 2 - 0.4 / g, 1.0 / g):
+            c = centre + n * k
+            bars.append(segment_quad(c - lane * half_len, c + lane * half_len, 0.5 / g))
+    fill_polys(out, bars, 255)
+    return out
 
 
 def _curbs(site: Site, rng: np.random.Generator, ground: np.ndarray) -> None:

@@ -64,6 +64,9 @@ class Site:
     buildings: list[Building] = field(default_factory=list)
     lane_dirs: list[np.ndarray] = field(default_factory=list)  # unit vectors along drivable lanes
     ghost: np.ndarray | None = None  # px offset of the old, blacked-out markings of a restriped lot
+    roads: list[tuple[np.ndarray, np.ndarray, float]] = field(default_factory=list)  # centre p0, p1, width m
+    crosswalks: list[tuple[np.ndarray, np.ndarray, float]] = field(default_factory=list)  # centre, lane, width px
+    hard: str | None = None  # the hard mode (synth.hard) this site was laid out for
 
 
 def _rot(theta: float) -> np.ndarray:
@@ -160,11 +163,21 @@ class _Builder:
         self.poles.append((p[0], p[1], rng.uniform(6.0, 10.0)))
 
 
-def build_site(rng: np.random.Generator, site_id: str, size: int, gsd: float, seed: int, min_stalls: int = 1) -> Site:
-    """Lay out one site; retries placement until at least ``min_stalls`` stalls fall well inside the tile."""
+def build_site(
+    rng: np.random.Generator,
+    site_id: str,
+    size: int,
+    gsd: float,
+    seed: int,
+    min_stalls: int = 1,
+    hard: str | None = None,
+) -> Site:
+    """Lay out one site; retries placement until at least ``min_stalls`` stalls fall well inside the tile.
+
+    ``hard``: a mode of :mod:`parking_ml.synth.hard` whose layout is forced here (lot_edge, roadway_cars)."""
     site = None
     for _ in range(12):
-        site = _build_once(rng, site_id, size, gsd, seed)
+        site = _build_once(rng, site_id, size, gsd, seed, hard)
         centres = np.stack([s.outline for s in site.stalls]).mean(axis=1) if site.stalls else np.zeros((0, 2))
         inside = int(np.sum(np.all((centres > 0) & (centres < size), axis=1)))
         if inside >= min_stalls:
@@ -174,7 +187,7 @@ def build_site(rng: np.random.Generator, site_id: str, size: int, gsd: float, se
 
 
 # long: one site's random draws in their fixed order; split, the parts would pass a dozen locals (same seed, same lot)
-def _build_once(rng: np.random.Generator, site_id: str, size: int, gsd: float, seed: int) -> Site:
+def _build_once(rng: np.random.Generator, site_id: str, size: int, gsd: float, seed: int, hard: str | None) -> Site:
     tile_m = size * gsd
     if rng.random() < 0.4:  # many lots are aligned to the image grid (north-up cities)
         rotation = rng.integers(0, 4) * math.pi / 2 + math.radians(rng.normal(0, 2))
@@ -183,6 +196,8 @@ def _build_once(rng: np.random.Generator, site_id: str, size: int, gsd: float, s
     paint_yellow = rng.random() < 0.25
     paint = (235.0, 200.0, 70.0) if paint_yellow else (238.0, 238.0, 232.0)
     pavement = ASPHALT if rng.random() < 0.8 else CONCRETE
+    if hard == "dark_cars":
+        pavement = ASPHALT
     ground = int(rng.choice([GRASS, SOIL, CONCRETE], p=[0.6, 0.12, 0.28]))
     site = Site(
         site_id=site_id,
@@ -207,8 +222,13 @@ def _build_once(rng: np.random.Generator, site_id: str, size: int, gsd: float, s
     pitch = w / sa
     aisle = {90: rng.uniform(6.0, 7.5), 60: rng.uniform(4.6, 5.6), 45: rng.uniform(3.8, 4.6)}[angle]
     strip = rng.uniform(1.4, 3.5) if rng.random() < 0.45 else 0.0
+    edge = hard == "lot_edge"
+    if edge and not strip:
+        strip = 2.5
     block = int(rng.integers(7, 22))
     end_island = rng.uniform(1.8, 3.0) if rng.random() < 0.6 else 0.0
+    if edge and not end_island:
+        end_island = 2.4
     line_style = rng.choice(["single", "double", "tee", "open"], p=[0.55, 0.15, 0.15, 0.15])
     back_line = rng.random() < 0.6
 
@@ -226,14 +246,19 @@ def _build_once(rng: np.random.Generator, site_id: str, size: int, gsd: float, s
     lot_centre = np.array([u_len / 2, v_len / 2])
     span = max(u_len, v_len) / gsd
     shift = rng.uniform(-0.5, 0.5, 2) * max(0.0, span - size * 0.6) * 0.6
-    if rng.random() < 0.45:  # show the edge of the lot and its surroundings
+    if rng.random() < 0.45 or edge:  # show the edge of the lot and its surroundings
         shift += rng.uniform(-1, 1, 2) * size * 0.5
     b = _Builder(site, np.array([size / 2, size / 2]) + shift, lot_centre)
 
     u0, u1 = -margin_aisle, u_len + margin_aisle
     v0, v1 = -margin_aisle * (rng.random() < 0.7), v_len + margin_aisle * (rng.random() < 0.7)
+    if edge:  # the first row backs onto a building (a single row along its wall)
+        v0 = 0.0
+    site.hard = hard
     # surroundings first, lot on top
     _surroundings(rng, b, u0, u1, v0, v1, tile_m)
+    if edge:
+        _wall_row(rng, b, u0, u1, v0)
     b.region(pavement, _rect(u0, v0, u1, v1))
 
     su_by_aisle = 1.0
@@ -406,6 +431,8 @@ def _surroundings(
     site = b.site
     big = tile_m * 4
     has_road = rng.random() < 0.6
+    if site.hard in ("roadway_cars", "lot_edge"):
+        has_road = site.hard == "roadway_cars"
     # a road along one long side of the lot (v < v0), with a sidewalk between
     if has_road:
         walk = rng.uniform(1.5, 3.0)
@@ -418,7 +445,11 @@ def _surroundings(
         site.road_lines.append((b.px(np.array([-big, mid])), b.px(np.array([big, mid])), bool(rng.random() < 0.6)))
         site.aisles.append((b.px(np.array([-big, mid])), b.px(np.array([big, mid])), road_w))
         site.lane_dirs.append(b.vec(np.array([1.0, 0.0])))
-        if rng.random() < 0.55:  # kerb-side parallel parking along the road edge next to the sidewalk
+        site.roads.append((b.px(np.array([-big, mid])), b.px(np.array([big, mid])), road_w))
+        kerb_parking = rng.random() < 0.55
+        if site.hard == "roadway_cars":  # cars along the road stand at unmarked kerbs: background
+            kerb_parking = False
+        if kerb_parking:  # kerb-side parallel parking along the road edge next to the sidewalk
             slot = rng.uniform(5.6, 6.6)
             kw = rng.uniform(2.1, 2.5)
             start = rng.uniform(-slot, 0) + u0 - slot * rng.integers(0, 8)
@@ -490,3 +521,18 @@ def _inside(poly: np.ndarray, p: np.ndarray) -> bool:
     import cv2
 
     return cv2.pointPolygonTest(poly.astype(np.float32), (float(p[0]), float(p[1])), False) >= 0
+
+
+def _wall_row(rng: np.random.Generator, b: _Builder, u0: float, u1: float, v0: float) -> None:
+    """A building whose wall runs along the lot's first row, a narrow sidewalk between (hard mode lot_edge)."""
+    walk = rng.uniform(0.6, 1.6)
+    depth = rng.uniform(12, 30)
+    b.region(CONCRETE, _rect(u0, v0 - walk, u1, v0), curb=True)
+    colour = [(205, 205, 200), (150, 150, 148), (95, 92, 90), (170, 140, 115)][int(rng.integers(0, 4))]
+    b.site.buildings.append(
+        Building(
+            roof=b.px(_rect(u0, v0 - walk - depth, u1, v0 - walk)),
+            height_m=float(rng.uniform(4, 12)),
+            colour=tuple(float(c) for c in colour),
+        )
+    )

@@ -21,6 +21,9 @@ from parking_ml.synth.ground import Static
 from parking_ml.synth.layout import GRASS, ISLAND, SOIL, Site
 
 STYLES = ("default", "winter", "dusk", "sensor")
+# why: styles no shipped network was trained on, for measuring fine-tuning on "your own" imagery (bench/finetune.py)
+HELD_OUT_STYLES = ("pavers",)
+ALL_STYLES = STYLES + HELD_OUT_STYLES
 
 
 @dataclass
@@ -49,8 +52,8 @@ class PassParams:
 
 
 def sample_pass(rng: np.random.Generator, style: str) -> PassParams:
-    if style not in STYLES:
-        raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
+    if style not in ALL_STYLES:
+        raise ValueError(f"unknown style {style!r}; choose one of {', '.join(ALL_STYLES)}")
     cast = np.diag(rng.normal(1.0, 0.035, 3))
     p = PassParams(
         style=style,
@@ -112,6 +115,8 @@ def render_pass(site: Site, static: Static, cars: Cars, params: PassParams, rng:
     sun = np.array([math.cos(params.sun_azimuth), math.sin(params.sun_azimuth)])
     away = -sun / math.tan(params.sun_elevation)  # shadow offset per metre of height, in metres
     img = static.ground.copy()
+    if params.style == "pavers":
+        _pavers(site, static, img, rng)
     if params.season:
         tint = np.array([12, 2, -4], np.float32) * -params.season
         img += static.veg[..., None] * tint
@@ -212,6 +217,32 @@ def _poles(site: Site, img: np.ndarray) -> None:
                 cv2.LINE_AA,
                 3,
             )
+
+
+def _pavers(site: Site, static: Static, img: np.ndarray, rng: np.random.Generator) -> None:
+    """Another country's lots: terracotta or sand-coloured brick pavers with a fine laying pattern, the markings
+    kept as bright as they were above their pavement (a palette and texture the shipped networks never saw)."""
+    h = w = site.size
+    g = site.gsd
+    paved = (static.material == site.pavement).astype(np.float32)
+    if not paved.any():
+        return
+    luma = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    sel = paved > 0
+    base_luma = float(np.median(luma[sel]))
+    colour = np.array([(168, 92, 70), (184, 150, 112), (140, 88, 84)][int(rng.integers(0, 3))], np.float32)
+    colour *= rng.uniform(0.9, 1.1)
+    # bricks of 0.2 x 0.1 m in a running bond along the lot: their joints show as a fine grid at high resolution
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    c, s_ = math.cos(site.rotation), math.sin(site.rotation)
+    u = (xx * c + yy * s_) * g / 0.2
+    v = (-xx * s_ + yy * c) * g / 0.1
+    joints = np.maximum(np.abs(np.sin(math.pi * v)), np.abs(np.sin(math.pi * (u + 0.5 * np.floor(v)))))
+    tex = 1 - 0.18 * np.clip(1 - joints, 0, 1) * min(1.0, 0.1 / g)
+    tex *= 1 + 0.08 * value_noise(rng, h, w, max(2.0, 0.4 / g), 2)
+    pav = colour[None, None, :] * tex[..., None] + (luma - base_luma)[..., None]
+    img *= (1 - paved)[..., None]
+    img += pav * paved[..., None]
 
 
 def _lamp_glow(site: Site, img: np.ndarray) -> None:

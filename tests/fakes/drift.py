@@ -22,7 +22,7 @@ def style_tiles(style: str, n: int, seed: int, size: int = 256) -> list[np.ndarr
     out: list[np.ndarray] = []
     site = 0
     while len(out) < n:
-        renderer = SiteRenderer(seed, site, size, 0.1, f"site-{site:04d}")
+        renderer = SiteRenderer(seed, site, size, 0.1, f"site-{site:04d}", hard="none")
         out.extend(renderer.render(p, style).image for p in range(PASSES))
         site += 1
     return out[:n]
