@@ -255,6 +255,7 @@ def _stage(name: str, settings):
         raise _fail(name, exc, settings) from None
 
 
+# most of its lines declare the typer options; the stages are the helpers above
 def demo(
     n: int = typer.Option(384, help="synthetic images in the landing batch"),
     passes: int = typer.Option(

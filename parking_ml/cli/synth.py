@@ -34,6 +34,7 @@ def _upload(out_dir: Path, lake, key: str) -> str:
     return lake.uri(key)
 
 
+# most of its lines declare the typer options
 def synth(
     out: str = typer.Option(
         None,

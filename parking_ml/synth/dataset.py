@@ -46,7 +46,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -380,14 +380,14 @@ def generate_tile(
 
 
 # ------------------------------------------------------------------------------------------ writing
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as fh:
         fh.write(data)
     os.replace(tmp, path)
 
 
-def _png(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray) -> bytes:
     img = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
     ok, buf = cv2.imencode(".png", img)
     if not ok:
@@ -517,10 +517,10 @@ def generate_dataset(
             tile = sr.render(p, style)
             stem = f"{site_id}_p{p:02d}"
             img_path = site_dir / (f"{stem}.tif" if geotiff else f"{stem}.png")
-            _atomic_write(img_path, _geotiff(tile.image, geo) if geo else _png(tile.image))
-            _atomic_write(site_dir / f"{stem}.mask.png", _png(tile.mask))
+            atomic_write(img_path, _geotiff(tile.image, geo) if geo else png_bytes(tile.image))
+            atomic_write(site_dir / f"{stem}.mask.png", png_bytes(tile.mask))
             text = json.dumps(tile_geojson(tile, geo), separators=(",", ":"))
-            _atomic_write(site_dir / f"{stem}.geojson", text.encode())
+            atomic_write(site_dir / f"{stem}.geojson", text.encode())
             paths.append(img_path)
             if bar is not None:
                 bar.update(1)
@@ -532,76 +532,6 @@ def generate_dataset(
     return paths
 
 
-# ---------------------------------------------------------------------------------------- contact sheet
-_OVERLAY = {FREE: (40, 220, 60), OCCUPIED: (230, 40, 40), IGNORE: (240, 220, 30)}
-
-
-def overlay_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    out = image.astype(np.float32)
-    for value, colour in _OVERLAY.items():
-        sel = mask == value
-        out[sel] = out[sel] * (1 - alpha) + np.array(colour, np.float32) * alpha
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def _read_pair(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    path = Path(path)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import rasterio
-
-        with rasterio.open(path) as ds:
-            image = np.moveaxis(ds.read(), 0, 2)[..., :3]
-    else:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1]
-    mask_path = path.with_name(path.name[: -len(path.suffix)] + ".mask.png")
-    mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise FileNotFoundError(f"{mask_path}: mask missing next to {path.name}")
-    return np.ascontiguousarray(image), mask
-
-
-def render_contact_sheet(
-    tiles_or_paths: Iterable[SyntheticTile | Path | str], out_png: Path, cols: int = 3, cell: int = 320
-) -> Path:
-    """A grid of (image | mask overlay) pairs, ``cols`` pairs per row, each cell ``cell`` px wide."""
-    pairs = []
-    for item in tiles_or_paths:
-        if isinstance(item, SyntheticTile):
-            image, mask = item.image, item.mask
-        else:
-            image, mask = _read_pair(Path(item))
-        over = overlay_mask(image, mask)
-        a = cv2.resize(image, (cell, cell), interpolation=cv2.INTER_AREA)
-        b = cv2.resize(over, (cell, cell), interpolation=cv2.INTER_NEAREST)
-        pairs.append(np.concatenate([a, np.full((cell, 4, 3), 255, np.uint8), b], axis=1))
-    if not pairs:
-        raise ValueError("contact sheet needs at least one tile")
-    rows = math.ceil(len(pairs) / cols)
-    pw = pairs[0].shape[1]
-    sheet = np.full((rows * (cell + 8), cols * (pw + 12), 3), 255, np.uint8)
-    for i, pair in enumerate(pairs):
-        r, c = divmod(i, cols)
-        sheet[r * (cell + 8) : r * (cell + 8) + cell, c * (pw + 12) : c * (pw + 12) + pw] = pair
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_png, _png(sheet))
-    return out_png
-
-
-def read_geojson_mask(path: Path, size: int, transform=None) -> np.ndarray:
-    """Rebuild a mask from a GeoJSON written here (used by tests and as a reference for readers)."""
-    data = json.loads(Path(path).read_text())
-    polys, labels = [], []
-    for f in data["features"]:
-        ring = np.array(f["geometry"]["coordinates"][0][:-1], np.float64)
-        if data.get("coordinate_space") == "map":
-            inv = ~transform
-            ring = np.array([inv @ (x, y) for x, y in ring])
-        polys.append(np.round(ring))
-        labels.append(int(f["properties"]["label"]))
-    return rasterise(size, polys, labels)
-
-
 __all__ = [
     "ALL_STYLES",
     "STYLES",
@@ -609,9 +539,6 @@ __all__ = [
     "SyntheticTile",
     "generate_dataset",
     "generate_tile",
-    "overlay_mask",
-    "read_geojson_mask",
-    "render_contact_sheet",
     "stall_interior",
     "tile_geojson",
 ]
