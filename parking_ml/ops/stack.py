@@ -263,8 +263,9 @@ def components(settings: Settings) -> list[Component]:
                     "--port",
                     str(settings.api_port),
                 ],
-                # its stderr is var/logs/api.log: JSON lines there, unless PARKING_LOG_FORMAT says otherwise
-                env={"PARKING_LOG_FORMAT": "json", **base_env},
+                # its stderr is var/logs/api.log: JSON lines there, unless PARKING_LOG_FORMAT says otherwise;
+                # live drift rows reach the local lake within seconds, so a drift report right after traffic sees them
+                env={"PARKING_LOG_FORMAT": "json", "PARKING_DRIFT_FLUSH_INTERVAL_S": "5", **base_env},
                 port=settings.api_port,
                 health_url=f"http://{host}:{settings.api_port}/healthz",
                 url=f"http://{host}:{settings.api_port}",

@@ -130,7 +130,9 @@ def test_real_prometheus_scrapes_the_api_and_answers_every_query(api_metrics, tm
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    up = client.get("/api/v1/query", params={"query": 'up{job="parking-api"}'}).json()
+                    resp = client.get("/api/v1/query", params={"query": 'up{job="parking-api"}'})
+                    # 503 "Service Unavailable" (plain text) until Prometheus has loaded its storage
+                    up = resp.json() if resp.status_code == 200 else {"data": {"result": []}}
                     if up["data"]["result"] and up["data"]["result"][0]["value"][1] == "1":
                         break
                 except httpx.HTTPError:
