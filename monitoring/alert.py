@@ -7,19 +7,10 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-ALERT_FIELDS = (
-    "verdict",
-    "model_name",
-    "model_version",
-    "window_start",
-    "window_end",
-    "rows",
-    "drift_share",
-    "drifted_features",
-    "message",
-    "report_id",
-    "created",
-)
+from monitoring.store import INDEX_COLUMNS
+
+# the alert carries what the report index holds of a report
+ALERT_FIELDS = tuple(INDEX_COLUMNS)
 
 
 class AlertError(RuntimeError):
