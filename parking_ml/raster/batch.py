@@ -34,10 +34,11 @@ def safe_run_name(run_id: str) -> str:
 
 
 def _raster_source(lake: Lake, key: str) -> tuple[str, Any]:
-    """(path, opener) for rasterio: a local file as it is; an object-store raster read in ranges."""
+    """(path, opener) for rasterio: a local file as it is; an object-store raster read in ranges through the
+    lake's filesystem (the filesystem itself, not its bound ``open``: see raster.source.Opener)."""
     if lake.is_local:
         return str(lake.local_path(key)), None
-    return lake.path(key), lake.fs.open
+    return lake.path(key), lake.fs
 
 
 def _put(lake: Lake, local: Path, key: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +13,9 @@ import numpy as np
 
 from parking_ml.data.images import _gsd, to_rgb8
 
-Opener = Callable[..., Any]
+# what rasterio takes as ``opener``: a callable like io.open, or an fsspec filesystem (needed for S3: rasterio
+# probes a callable with size("test"), and s3fs's open() refuses a key-less path, "Opener is invalid")
+Opener = Any
 
 
 class RasterError(ValueError):
@@ -51,13 +53,18 @@ def _image_time(tags: dict[str, str]) -> datetime | None:
 
 @contextlib.contextmanager
 def open_raster(path: str | Path, opener: Opener | None = None) -> Iterator[Any]:
-    """A rasterio dataset; ``opener`` (e.g. an fsspec filesystem's ``open``) reads from object stores in
-    ranges, so an S3 raster is never downloaded whole."""
+    """A rasterio dataset; ``opener`` (an fsspec filesystem, e.g. the lake's ``fs``) reads from object stores
+    in ranges, so an S3 raster is never downloaded whole."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
     try:
-        ds = rasterio.open(str(path), opener=opener) if opener else rasterio.open(str(path))
+        if opener:
+            # no sidecar search on object stores: GDAL would list the raster's whole prefix at every open
+            with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+                ds = rasterio.open(str(path), opener=opener)
+        else:
+            ds = rasterio.open(str(path))
     except RasterioIOError as exc:
         detail = str(exc)[:160]
         raise RasterError(f"{path}: not a readable raster ({detail}); give a GeoTIFF/COG, PNG or JPEG") from None
