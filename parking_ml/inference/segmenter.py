@@ -224,6 +224,9 @@ class OnnxSegmenter(Segmenter):
         opts.intra_op_num_threads = max(1, int(threads))
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # why: idle pool threads that spin after a run take a core from the post-processing that follows it
+        # (docs/experiments/request-path.md)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         self.model_path = Path(model_path)
         self.config = config

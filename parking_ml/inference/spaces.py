@@ -11,19 +11,22 @@ import numpy as np
 from parking_ml.inference.contract import STATUS_BY_CLASS, Prediction, PreprocessConfig, Space
 from parking_ml.inference.segmenter import ProgressFn, Segmenter
 
+_PIXEL_CORNERS = np.array([(0, 0), (1, 0), (0, 1), (1, 1)], dtype=np.float32)
+
 
 def _component_polygon(component: np.ndarray, x0: int, y0: int) -> list[list[float]]:
     """Oriented rectangle around a component, in pixel-edge coordinates of the full image."""
     import cv2
 
-    contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(component.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float32)
     # contour points are pixel indices; their four corners make the rectangle cover whole pixels
-    corners = np.concatenate([pts + np.float32(d) for d in ((0, 0), (1, 0), (0, 1), (1, 1))]).astype(np.float32)
+    corners = (pts[None] + _PIXEL_CORNERS[:, None]).reshape(-1, 2)
     box = cv2.boxPoints(cv2.minAreaRect(corners))
     box += (x0, y0)
-    # a closed ring, as GeoJSON wants
-    ring = [[round(float(px), 2), round(float(py), 2)] for px, py in box]
+    # a closed ring, as GeoJSON wants; tolist gives Python floats in one call (the rounding is round()'s)
+    xy = [round(v, 2) for v in box.ravel().tolist()]
+    ring = [xy[i : i + 2] for i in range(0, 8, 2)]
     ring.append(list(ring[0]))
     return ring
 
@@ -33,13 +36,21 @@ CORE_PROB = 0.8
 _NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1), (0, -1), (-1, 0), (-1, -1), (-1, 1))
 
 
-def split_merged(binary: np.ndarray, prob: np.ndarray, min_core: int, core_prob: float = CORE_PROB) -> np.ndarray:
+def split_merged(
+    binary: np.ndarray,
+    prob: np.ndarray,
+    min_core: int,
+    core_prob: float = CORE_PROB,
+    components: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Pixels to clear so that a component of ``binary`` holding two or more *cores* (4-connected pixels of
     ``prob`` >= core_prob, at least ``min_core`` px each) falls apart into one space per core.
 
     Two free stalls whose painted line the network half sees come out as one blob with two peaks of
     probability. Each pixel of such a component goes to its nearest core, and where two cores' pixels meet,
     the higher-numbered side's pixels are cleared: a line 1 px wide that 8-connected counting does not cross.
+    ``components`` (labels, stats of an 8-connected labelling) may be given when the caller has one whose
+    components include those of ``binary`` (a component dropped whole, such as a speck, may still be in it).
     Bool H x W, True where a pixel is to become background."""
     import cv2
 
@@ -56,7 +67,11 @@ def split_merged(binary: np.ndarray, prob: np.ndarray, min_core: int, core_prob:
     big[0] = False
     if big.sum() < 2:
         return carve
-    m, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
+    if components is None:
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
+    else:
+        labels, stats = components
+    m = len(stats)
     # cores per component: a component is only worked on (in its bounding box) when it holds two or more.
     # A core lies in one component, so the mean component label over its pixels is that component (a sum per
     # label: sorting every core pixel was slow on large images)
@@ -116,7 +131,12 @@ def split_oversized(
         x0, y0, w, h = (int(v) for v in stats[k, :4])
         inside = labels[y0 : y0 + h, x0 : x0 + w] == k
         window = prob[y0 : y0 + h, x0 : x0 + w]
+        # split_merged's own pre-check, done once on the component's values: a level holding fewer than two
+        # cores' pixels cannot part it (docs/experiments/postprocess-core-precheck.md)
+        values = window[inside]
         for level in levels:
+            if np.count_nonzero(values >= level) < 2 * max(1, min_core):
+                continue
             cut = split_merged(inside, window, min_core, core_prob=level)
             if cut.any() and cv2.connectedComponents((inside & ~cut).view(np.uint8), connectivity=8)[0] > 2:
                 carve[y0 : y0 + h, x0 : x0 + w] |= cut
@@ -126,6 +146,21 @@ def split_oversized(
 
 # rows of a raster grown at once (see grow_spaces)
 GROW_BLOCK_ROWS = 1024
+# labels below this grow in uint16, where the morphology is cheapest and background can wrap to the top value
+_U16_LABELS = 65535
+
+
+def _one_owner(lab: np.ndarray, k5: np.ndarray) -> np.ndarray:
+    """True where the labelled pixels within 2 px all carry one label (also where there are none: growth asks
+    only beside a space). ``lab``: float32 or uint16 labels, 0 background."""
+    import cv2
+
+    if lab.dtype == np.uint16:
+        # 0 - 1 wraps to 65535, above every label: the erosion's minimum is the lowest label in reach, less one
+        lowest = cv2.erode(lab - np.uint16(1), k5) + np.uint16(1)
+    else:
+        lowest = cv2.erode(np.where(lab > 0, lab, np.float32(np.iinfo(np.int32).max)), k5)
+    return cv2.dilate(lab, k5) == lowest
 
 
 # why: the gap weight pulls predicted edges inwards; growing into the narrowly-background pixels gives them back
@@ -142,23 +177,24 @@ def grow_spaces(labels: np.ndarray, room: np.ndarray, steps: int) -> np.ndarray:
         return out
     halo = 2 * steps
     k3, k5 = np.ones((3, 3), np.uint8), np.ones((5, 5), np.uint8)
-    far = np.float32(np.iinfo(np.int32).max)
+    # OpenCV's min/max filters take uint16 and float32 (exact up to 2**24), not int32
+    dtype = np.uint16 if int(labels.max()) < _U16_LABELS else np.float32
     h = labels.shape[0]
     for r0 in range(0, h, GROW_BLOCK_ROWS):
         r1 = min(h, r0 + GROW_BLOCK_ROWS)
         a, b = max(0, r0 - halo), min(h, r1 + halo)
-        # float32 holds labels exactly up to 2**24, and OpenCV's min/max filters take it (not int32)
-        lab = labels[a:b].astype(np.float32)
+        lab = labels[a:b].astype(dtype)
         free_room = room[a:b] & (lab == 0)
         for _ in range(steps):
             beside = cv2.dilate(lab, k3)
-            only = cv2.dilate(lab, k5) == cv2.erode(np.where(lab > 0, lab, far), k5)
-            join = free_room & (beside > 0) & only
-            if not join.any():
+            ys, xs = np.nonzero(free_room & (beside > 0))
+            sole = _one_owner(lab, k5)[ys, xs]
+            if not sole.any():
                 break
-            lab[join] = beside[join]
-            free_room &= ~join
-        out[r0:r1] = lab[r0 - a : r0 - a + (r1 - r0)].astype(out.dtype)
+            ys, xs = ys[sole], xs[sole]
+            lab[ys, xs] = beside[ys, xs]
+            free_room[ys, xs] = False
+        out[r0:r1] = lab[r0 - a : r0 - a + (r1 - r0)]
     return out
 
 
@@ -179,7 +215,8 @@ def _clean_class(mask: np.ndarray, probs: np.ndarray, cls: int, min_area: int, s
     """In place on ``mask``: class ``cls``'s specks dropped, merged neighbours split, spaces grown ``steps`` px."""
     import cv2
 
-    n, labels, stats, _ = cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
+    binary = mask == cls
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
     if n <= 1:
         return
     small = stats[:, cv2.CC_STAT_AREA] < min_area
@@ -187,17 +224,50 @@ def _clean_class(mask: np.ndarray, probs: np.ndarray, cls: int, min_area: int, s
     if small.any():
         # tiny specks are noise, not spaces: drop them from the map too so map and counts agree;
         # one vectorised pass, as a noisy map can hold tens of thousands of them
-        mask[small[labels]] = 0
-    carve = split_merged(mask == cls, probs[cls], min_area)
+        speck = small[labels]
+        mask[speck] = 0
+        binary[speck] = False
+        # the other spaces keep their labels: growth needs one label per space, not consecutive ones
+        labels[speck] = 0
+    # a speck cannot hold two cores of min_area px: this labelling serves split_merged as it is
+    carve = split_merged(binary, probs[cls], min_area, components=(labels, stats))
     carved = bool(carve.any())
     if carved:
         mask[carve] = 0
+        binary[carve] = False
     if steps > 0:
-        if small.any() or carved:
-            # the specks and cuts above are gone from the map but not from these labels
-            _, labels = cv2.connectedComponents((mask == cls).view(np.uint8), connectivity=8)
+        if carved or (small.any() and n > _U16_LABELS):
+            # a cut leaves both halves one label (growth would bridge the cut); many specks, high labels
+            _, labels = cv2.connectedComponents(binary.view(np.uint8), connectivity=8)
         grown = grow_spaces(labels, (mask == 0) & (probs[cls] >= grow_prob), steps)
         mask[(grown > 0) & (labels == 0)] = cls
+
+
+_Found = tuple[float, float, str, float, int, list[list[float]]]
+
+
+def _spaces_of_class(
+    mask: np.ndarray, probs: np.ndarray, cls: int, min_area: int, typical: float | None, components: tuple
+) -> list[_Found]:
+    """Class ``cls``'s spaces (oversized ones split first, on ``mask`` in place): (centre y, x, status,
+    confidence, area, polygon) each."""
+    import cv2
+
+    n, labels, stats, centroids = components
+    status = STATUS_BY_CLASS[cls]
+    if typical is not None:
+        carve = split_oversized(labels, stats, probs[cls], min_area, typical)
+        if carve.any():
+            mask[carve] = 0
+            n, labels, stats, centroids = cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
+    found: list[_Found] = []
+    for k in range(1, n):
+        x0, y0, bw, bh, area = (int(v) for v in stats[k])
+        roi = labels[y0 : y0 + bh, x0 : x0 + bw] == k
+        conf = float(probs[cls, y0 : y0 + bh, x0 : x0 + bw][roi].mean())
+        cx, cy = centroids[k]
+        found.append((float(cy), float(cx), status, conf, area, _component_polygon(roi, x0, y0)))
+    return found
 
 
 def postprocess(probs: np.ndarray, config: PreprocessConfig, image_gsd: float | None = None) -> Prediction:
@@ -215,32 +285,17 @@ def postprocess(probs: np.ndarray, config: PreprocessConfig, image_gsd: float | 
         conf_sum += float(conf.sum(dtype=np.float64))
     min_area = config.min_area_for(image_gsd)
     steps = config.grow_px_for(image_gsd)
-    for cls in STATUS_BY_CLASS:
-        if cls < probs.shape[0]:
-            _clean_class(mask, probs, cls, min_area, steps, config.grow_prob[cls - 1])
-    found: list[tuple[float, float, str, float, int, list[list[float]]]] = []
+    classes = [cls for cls in STATUS_BY_CLASS if cls < probs.shape[0]]
+    for cls in classes:
+        _clean_class(mask, probs, cls, min_area, steps, config.grow_prob[cls - 1])
     # one labelling per class serves the typical size, the split and the spaces (again only where it cut)
     components = {
-        cls: cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
-        for cls in STATUS_BY_CLASS
-        if cls < probs.shape[0]
+        cls: cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8) for cls in classes
     }
     typical = typical_space_area([c[2][1:, cv2.CC_STAT_AREA] for c in components.values()], min_area)
-    for cls, (n, labels, stats, centroids) in components.items():
-        status = STATUS_BY_CLASS[cls]
-        if typical is not None:
-            carve = split_oversized(labels, stats, probs[cls], min_area, typical)
-            if carve.any():
-                mask[carve] = 0
-                n, labels, stats, centroids = cv2.connectedComponentsWithStats(
-                    (mask == cls).view(np.uint8), connectivity=8
-                )
-        for k in range(1, n):
-            x0, y0, bw, bh, area = (int(v) for v in stats[k])
-            roi = labels[y0 : y0 + bh, x0 : x0 + bw] == k
-            conf = float(probs[cls, y0 : y0 + bh, x0 : x0 + bw][roi].mean())
-            cx, cy = centroids[k]
-            found.append((float(cy), float(cx), status, conf, area, _component_polygon(roi, x0, y0)))
+    found: list[_Found] = []
+    for cls, parts in components.items():
+        found += _spaces_of_class(mask, probs, cls, min_area, typical, parts)
     found.sort(key=lambda f: (round(f[0]), f[1]))
     spaces = [
         Space(id=i + 1, status=s, confidence=round(c, 4), area_px=a, polygon=poly)

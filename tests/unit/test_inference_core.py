@@ -200,6 +200,32 @@ def test_growth_in_row_blocks_is_the_same_as_in_one_piece(monkeypatch):
     assert (grow_spaces(labels, room, steps=3) == whole).all()
 
 
+def test_growth_is_the_same_for_labels_above_uint16():
+    # few labels grow in uint16 (background wraps to the top value), many in float32: one answer
+    rng = np.random.default_rng(5)
+    labels = np.zeros((60, 60), np.int64)
+    for k, (y, x) in enumerate(zip(rng.integers(0, 54, 30), rng.integers(0, 54, 30), strict=True), start=1):
+        labels[y : y + 5, x : x + 4] = k
+    room = (rng.random(labels.shape) < 0.7) & (labels == 0)
+    low = grow_spaces(labels, room, steps=2)
+    high = grow_spaces(np.where(labels > 0, labels + 70_000, 0), room, steps=2)
+    assert ((low > 0) == (high > 0)).all()
+    assert (np.where(high > 0, high - 70_000, 0) == low).all()
+
+
+def test_split_merged_with_the_callers_labelling_cuts_the_same():
+    # two cores in one blob plus a speck the caller dropped but whose label is still in its labelling
+    prob = np.full((20, 40), 0.6, np.float32)
+    prob[5:15, 3:13] = prob[5:15, 22:32] = 0.95
+    binary = np.zeros((20, 40), bool)
+    binary[4:16, 2:33] = True
+    binary[18, 38] = True
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
+    binary[18, 38] = False
+    own = split_merged(binary, prob, 20)
+    assert own.any() and (split_merged(binary, prob, 20, components=(labels, stats)) == own).all()
+
+
 def test_postprocess_growth_keeps_the_counts_and_widens_the_spaces():
     # two free stalls 3 px apart whose argmax the network drew 2 px too small on every side, and a
     # ring of near-even pixels (p(free) 0.4) around each where they really are
