@@ -33,6 +33,8 @@ def _component_polygon(component: np.ndarray, x0: int, y0: int) -> list[list[flo
 
 # why: a component holding several confident cores is several merged spaces (docs/experiments/space-split-cores.md)
 CORE_PROB = 0.8
+# labels below this go through OpenCV's morphology as uint16 (cheapest; background can wrap to the top value)
+_U16_LABELS = 65535
 _NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1), (0, -1), (-1, 0), (-1, -1), (-1, 1))
 
 
@@ -86,14 +88,26 @@ def split_merged(
         _, nearest = cv2.distanceTransformWithLabels(
             (~seeds).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP
         )
-        nearest = np.where(inside, nearest, 0)
-        padded = np.pad(nearest, 1)
-        cut = np.zeros_like(inside)
-        for dy, dx in _NEIGHBOURS:
-            other = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-            cut |= (other > 0) & (other < nearest)
-        carve[y0 : y0 + h, x0 : x0 + w] |= cut
+        carve[y0 : y0 + h, x0 : x0 + w] |= _lower_neighbour(np.where(inside, nearest, 0))
     return carve
+
+
+def _lower_neighbour(labels: np.ndarray) -> np.ndarray:
+    """True where a labelled pixel has an 8-neighbour of a lower (positive) label. ``labels``: int, 0 none."""
+    import cv2
+
+    if labels.size and int(labels.max()) < _U16_LABELS:
+        lab = labels.astype(np.uint16)
+        # 0 - 1 wraps to 65535, above every label: the erosion's minimum is the lowest label around, less one
+        lowest = cv2.erode(lab - np.uint16(1), np.ones((3, 3), np.uint8)) + np.uint16(1)
+        return (lab > 0) & (lowest < lab)
+    h, w = labels.shape
+    padded = np.pad(labels, 1)
+    cut = np.zeros(labels.shape, dtype=bool)
+    for dy, dx in _NEIGHBOURS:
+        other = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+        cut |= (other > 0) & (other < labels)
+    return cut
 
 
 # why: a component of OVERSIZE x the image's typical space is several stalls the cores did not part; it is split
@@ -146,8 +160,6 @@ def split_oversized(
 
 # rows of a raster grown at once (see grow_spaces)
 GROW_BLOCK_ROWS = 1024
-# labels below this grow in uint16, where the morphology is cheapest and background can wrap to the top value
-_U16_LABELS = 65535
 
 
 def _one_owner(lab: np.ndarray, k5: np.ndarray) -> np.ndarray:

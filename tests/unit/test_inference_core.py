@@ -213,6 +213,17 @@ def test_growth_is_the_same_for_labels_above_uint16():
     assert (np.where(high > 0, high - 70_000, 0) == low).all()
 
 
+def test_the_cut_between_cores_is_the_same_for_labels_above_uint16():
+    from parking_ml.inference.spaces import _lower_neighbour
+
+    nearest = np.zeros((9, 12), np.int64)
+    nearest[1:8, 1:6], nearest[1:8, 6:11] = 1, 2
+    cut = _lower_neighbour(nearest)
+    # the higher label's pixels beside the lower label's are cleared: one column, 7 px
+    assert cut.sum() == 7 and cut[1:8, 6].all()
+    assert (_lower_neighbour(np.where(nearest > 0, nearest + 70_000, 0)) == cut).all()
+
+
 def test_split_merged_with_the_callers_labelling_cuts_the_same():
     # two cores in one blob plus a speck the caller dropped but whose label is still in its labelling
     prob = np.full((20, 40), 0.6, np.float32)
