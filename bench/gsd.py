@@ -102,8 +102,10 @@ def main() -> int:
         masks["default"].append(predict(seg, tile.image, image_gsd=DEMO_DEFAULT_GSD).mask)
         truths.append(tile.mask)
         err = (used / tile.gsd - 1) if est.gsd is not None else float("nan")
-        rows.append((style, band, tile.gsd, est.gsd, err, t_est, t_pred))
-        print(f"{style:8s} {tile.gsd:.3f} -> {est.gsd} ({err:+.3f}) {t_est:.2f} s, predict {t_pred:.2f} s", flush=True)
+        second = any(p.balanced for p in est.probes)
+        rows.append((style, band, tile.gsd, est.gsd, err, t_est, t_pred, second, est.balanced))
+        print(f"{style:8s} {tile.gsd:.3f} -> {est.gsd} ({err:+.3f}) {t_est:.2f} s, predict {t_pred:.2f} s"
+              f"{' balanced' if est.balanced else ' (balanced probed)' if second else ''}", flush=True)  # fmt: skip
 
     err = np.array([r[4] for r in rows])
     found = ~np.isnan(err)
@@ -126,6 +128,10 @@ def main() -> int:
     abs_err = np.abs(err)
     print(f"\nwithin 10 %: {within.mean() * 100:.1f} % of {len(rows)} (goal 90 %); no estimate: {(~found).sum()}; "
           f"|error| median {np.nanmedian(abs_err):.1%}, p90 {np.nanpercentile(abs_err, 90):.1%}")  # fmt: skip
+    for style in dict.fromkeys(r[0] for r in rows):
+        sel = [r for r in rows if r[0] == style]
+        print(f"{style}: balanced image probed on {sum(r[7] for r in sel)}/{len(sel)}, "
+              f"answer from it on {sum(r[8] for r in sel)}")  # fmt: skip
 
     print("\n| gsd given to the model | free IoU | vs true |")
     print("|---|---|---|")

@@ -5,7 +5,9 @@ imply a gsd (a stall's known size / their measured size), and the gsd that most 
 Why it works (docs/experiments/gsd-estimate.md): seen within ~0.75-1.2x of its own scale, the network outlines
 the stalls, so the size of its spaces in metres grows in proportion to the resolution assumed and every such pass
 implies the same gsd; further out it breaks stalls into pieces or merges them into blobs, and the passes disagree.
-Only numpy and OpenCV here: the serving image carries no torch.
+When few passes agree (dark dusk imagery above all) the ladder runs again on the image balanced to daylight
+imagery's brightness, and the better-supported answer wins. Only numpy and OpenCV here: the serving image carries
+no torch.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ NETWORK_SIDE = 320
 MIN_CONFIDENCE = 0.5
 MIN_SPACES = 2
 MIN_ASPECT = 1.6
+# why: fewer agreeing passes than this and the balanced image is probed too; each channel is scaled so its median
+# is BALANCE_MEDIAN, about daylight generator imagery's (docs/experiments/gsd-estimate.md)
+STRONG_SUPPORT = 4
+BALANCE_MEDIAN = 100.0
+# a balance this close to identity would repeat the first ladder: skipped
+BALANCE_MIN_CHANGE = 0.1
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class Probe:
     spaces: int
     size_m: float
     aspect: float
+    balanced: bool = False
 
     def implied(self, size_m: float) -> float | None:
         """The gsd this probe's spaces imply (None: too few, or not stall-shaped)."""
@@ -62,12 +71,14 @@ class Probe:
 
 @dataclass(frozen=True)
 class GsdEstimate:
-    """gsd None: no candidate found stall-like spaces (the caller falls back to the default)."""
+    """gsd None: no candidate found stall-like spaces (the caller falls back to the default); balanced: the answer
+    came from the image balanced to daylight's brightness."""
 
     gsd: float | None
     spaces: int
     probes: tuple[Probe, ...]
     elapsed_ms: float
+    balanced: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,9 +117,10 @@ def _probe_segmenter(segmenter: Segmenter) -> Segmenter:
     return probe
 
 
-def measure(segmenter: Segmenter, rgb: np.ndarray, gsd: float) -> Probe:
+def measure(segmenter: Segmenter, rgb: np.ndarray, gsd: float, balanced: bool = False) -> Probe:
     """One pass at an assumed gsd: a centred crop resampled to the network's grid, the served post-processing's
-    spaces there, those clear of the crop's border measured (network px x the model's gsd = metres)."""
+    spaces there, those clear of the crop's border measured (network px x the model's gsd = metres). ``balanced``
+    only labels the probe (the caller passes the balanced image)."""
     from parking_ml.inference.segmenter import rescale
     from parking_ml.inference.spaces import postprocess
 
@@ -133,24 +145,65 @@ def measure(segmenter: Segmenter, rgb: np.ndarray, gsd: float) -> Probe:
         sizes.append(math.sqrt(space.area_px) * model_gsd)
         aspects.append(max(a, b) / min(a, b))
     if len(sizes) < MIN_SPACES:
-        return Probe(gsd, len(sizes), math.nan, math.nan)
-    return Probe(gsd, len(sizes), float(np.median(sizes)), float(np.median(aspects)))
+        return Probe(gsd, len(sizes), math.nan, math.nan, balanced)
+    return Probe(gsd, len(sizes), float(np.median(sizes)), float(np.median(aspects)), balanced)
 
 
-def choose(probes: list[Probe], size_m: float, tol: float) -> tuple[float, int] | None:
-    """(gsd, spaces) with the most support: the implied gsd that most probes agree with (within ``tol`` in log),
-    counting only probes that lie inside BAND of it (where the network's sizes are proportional). Ties go to
-    more spaces measured. None when no probe found stall-shaped spaces."""
+@dataclass(frozen=True)
+class Cluster:
+    """The passes that agree on one gsd: their median implied gsd, the most spaces one of them measured, how many
+    passes agree and the spaces all of them measured."""
+
+    gsd: float
+    spaces: int
+    support: int
+    total_spaces: int
+
+    @property
+    def strength(self) -> tuple[int, int]:
+        return (self.support, self.total_spaces)
+
+
+def choose(probes: list[Probe], size_m: float, tol: float) -> Cluster | None:
+    """The implied gsd that most probes agree with (within ``tol`` in log), counting only probes that lie inside
+    BAND of it (where the network's sizes are proportional). Ties go to more spaces measured. None when no probe
+    found stall-shaped spaces."""
     implied = [(p, g) for p in probes if (g := p.implied(size_m)) is not None]
-    best: tuple[tuple[int, int], float, int] | None = None
+    best: tuple[tuple[int, int], Cluster] | None = None
     for p, g in implied:
         support = [(q, h) for q, h in implied if abs(math.log(h / g)) < tol and BAND[0] <= q.gsd / g <= BAND[1]]
         if not support:
             continue
         key = (len(support), p.spaces)
         if best is None or key > best[0]:
-            best = (key, float(np.median([h for _, h in support])), max(q.spaces for q, _ in support))
-    return None if best is None else (best[1], best[2])
+            spaces = [q.spaces for q, _ in support]
+            best = (key, Cluster(float(np.median([h for _, h in support])), max(spaces), len(support), sum(spaces)))
+    return None if best is None else best[1]
+
+
+def balance(rgb: np.ndarray) -> np.ndarray | None:
+    """The image with each channel scaled so its median is BALANCE_MEDIAN (a gain per channel, no stretch: dark,
+    colour-cast dusk imagery brought to daylight's level); None when that changes no channel by
+    BALANCE_MIN_CHANGE or more. Medians from a subsample, so the cost does not grow with the image."""
+    h, w = rgb.shape[:2]
+    step = max(1, round(math.sqrt(h * w / 65536)))
+    medians = np.median(rgb[::step, ::step].reshape(-1, 3), axis=0).astype(np.float64)
+    gains = BALANCE_MEDIAN / np.maximum(medians, 1.0)
+    if np.all(np.abs(gains - 1.0) < BALANCE_MIN_CHANGE):
+        return None
+    out = rgb.astype(np.float32) * gains.astype(np.float32)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _ladder(segmenter: Segmenter, rgb: np.ndarray, size_m: float, balanced: bool) -> tuple[Cluster | None, list[Probe]]:
+    """The coarse candidates, then the in-between ones inside the band of the first answer (more agreeing
+    probes, a tighter median)."""
+    probes = [measure(segmenter, rgb, g, balanced) for g in COARSE]
+    found = choose(probes, size_m, tol=0.08)
+    if found is not None:
+        probes += [measure(segmenter, rgb, g, balanced) for g in FINE if BAND[0] <= g / found.gsd <= BAND[1]]
+        found = choose(probes, size_m, tol=0.05) or found
+    return found, probes
 
 
 def estimate_gsd(segmenter: Segmenter, rgb: np.ndarray) -> GsdEstimate:
@@ -161,16 +214,19 @@ def estimate_gsd(segmenter: Segmenter, rgb: np.ndarray) -> GsdEstimate:
         return GsdEstimate(None, 0, (), 0.0)
     probe_seg = _probe_segmenter(segmenter)
     size_m = expected_size_m(segmenter.config)
-    probes = [measure(probe_seg, rgb, g) for g in COARSE]
-    found = choose(probes, size_m, tol=0.08)
-    if found is not None:
-        # the in-between candidates inside the band of the first answer: more agreeing probes, a tighter median
-        probes += [measure(probe_seg, rgb, g) for g in FINE if BAND[0] <= g / found[0] <= BAND[1]]
-        found = choose(probes, size_m, tol=0.05) or found
+    found, probes = _ladder(probe_seg, rgb, size_m, balanced=False)
+    balanced = False
+    if found is None or found.support < STRONG_SUPPORT:
+        bright = balance(rgb)
+        if bright is not None:
+            again, more = _ladder(probe_seg, bright, size_m, balanced=True)
+            probes += more
+            if again is not None and (found is None or again.strength > found.strength):
+                found, balanced = again, True
     elapsed = (time.perf_counter() - t0) * 1000
     if found is None:
         return GsdEstimate(None, 0, tuple(probes), elapsed)
-    return GsdEstimate(round(found[0], 4), found[1], tuple(probes), elapsed)
+    return GsdEstimate(round(found.gsd, 4), found.spaces, tuple(probes), elapsed, balanced)
 
 
 def resolve_gsd(

@@ -8,12 +8,14 @@ import json
 import numpy as np
 import pytest
 
+import parking_ml.inference.gsd as gsd_module
 from parking_ml.data.ingest import ingest, read_raw_manifest
 from parking_ml.inference import PreprocessConfig
-from parking_ml.inference.gsd import COARSE, SPACE_SIZE_M, Probe, choose, expected_size_m
+from parking_ml.inference.gsd import COARSE, SPACE_SIZE_M, Probe, balance, choose, estimate_gsd, expected_size_m
 from parking_ml.lake import Lake
 from parking_ml.model.gsd_estimator import ShippedGsdEstimator
 from parking_ml.synth import SiteRenderer
+from tests.fakes.gsd import TRUE_GSD, FakeSegmenter, fake_measure
 from tests.fakes.landing import png_bytes
 
 
@@ -58,9 +60,37 @@ def test_choose_takes_the_gsd_most_passes_agree_on():
         Probe(0.1838, 14, 1.2, 1.3),  # squat blobs: no vote
         Probe(0.2224, 1, nan, nan),  # too few spaces: no vote
     ]
-    gsd, spaces = choose(probes, 2.95, tol=0.08)
-    assert gsd == pytest.approx(0.101, rel=1e-6) and spaces == 9  # the median of the two in-band votes
+    found = choose(probes, 2.95, tol=0.08)
+    assert found.gsd == pytest.approx(0.101, rel=1e-6) and found.spaces == 9  # the median of the two in-band votes
+    assert (found.support, found.total_spaces) == (2, 18)
     assert choose([Probe(g, 0, nan, nan) for g in COARSE], 2.95, tol=0.08) is None
+
+
+def test_balance_brings_each_channel_median_to_daylight_level():
+    rng = np.random.default_rng(0)
+    dark = np.clip(rng.normal((50, 42, 33), 8, (64, 64, 3)), 0, 255).astype(np.uint8)  # dim, warm cast
+    out = balance(dark)
+    assert out is not None and out.dtype == np.uint8 and out.shape == dark.shape
+    assert np.median(out.reshape(-1, 3), axis=0) == pytest.approx([gsd_module.BALANCE_MEDIAN] * 3, abs=3)
+    # a gain, not a stretch: brighter pixels stay brighter, in proportion
+    assert int(out[..., 0].argmax()) == int(dark[..., 0].argmax())
+    assert balance(np.full((32, 32, 3), 98, np.uint8)) is None  # already at the level: nothing to redo
+
+
+def test_estimate_probes_the_balanced_image_when_the_first_ladder_finds_nothing(monkeypatch):
+    calls: list[bool] = []
+    monkeypatch.setattr(gsd_module, "measure", fake_measure(raw_stalls=False, calls=calls))
+    found = estimate_gsd(FakeSegmenter(), np.full((64, 64, 3), 40, np.uint8))  # dark: the balance changes it
+    assert found.gsd == pytest.approx(TRUE_GSD, rel=0.02) and found.spaces == 8
+    assert found.balanced and any(calls) and any(p.balanced for p in found.probes)
+
+
+def test_estimate_skips_the_balanced_ladder_when_enough_passes_agree(monkeypatch):
+    calls: list[bool] = []
+    monkeypatch.setattr(gsd_module, "measure", fake_measure(raw_stalls=True, calls=calls))
+    found = estimate_gsd(FakeSegmenter(), np.full((64, 64, 3), 40, np.uint8))
+    assert found.gsd == pytest.approx(TRUE_GSD, rel=0.02) and not found.balanced
+    assert calls and not any(calls)  # the image as given was enough: no second ladder
 
 
 def test_expected_size_follows_the_package_labels():
