@@ -187,14 +187,19 @@ def test_spaces_grow_into_likely_background_but_never_touch_each_other():
     assert (grow_spaces(labels, room, steps=0) == labels).all()
 
 
+def _scattered_spaces(rng, shape, count, size, room_share):
+    """Labels of ``count`` rectangles of ``size`` at random (later ones over earlier), and random room."""
+    labels = np.zeros(shape, np.int64)
+    ys, xs = rng.integers(0, shape[0] - size[0], count), rng.integers(0, shape[1] - size[1], count)
+    for k, (y, x) in enumerate(zip(ys, xs, strict=True), start=1):
+        labels[y : y + size[0], x : x + size[1]] = k
+    return labels, (rng.random(shape) < room_share) & (labels == 0)
+
+
 def test_growth_in_row_blocks_is_the_same_as_in_one_piece(monkeypatch):
     import parking_ml.inference.spaces as spaces
 
-    rng = np.random.default_rng(3)
-    labels = np.zeros((90, 70), np.int32)
-    for k, (y, x) in enumerate(zip(rng.integers(0, 80, 40), rng.integers(0, 60, 40), strict=True), start=1):
-        labels[y : y + 6, x : x + 5] = k
-    room = (rng.random(labels.shape) < 0.8) & (labels == 0)
+    labels, room = _scattered_spaces(np.random.default_rng(3), (90, 70), 40, (6, 5), 0.8)
     whole = grow_spaces(labels, room, steps=3)
     monkeypatch.setattr(spaces, "GROW_BLOCK_ROWS", 7)
     assert (grow_spaces(labels, room, steps=3) == whole).all()
@@ -202,11 +207,7 @@ def test_growth_in_row_blocks_is_the_same_as_in_one_piece(monkeypatch):
 
 def test_growth_is_the_same_for_labels_above_uint16():
     # few labels grow in uint16 (background wraps to the top value), many in float32: one answer
-    rng = np.random.default_rng(5)
-    labels = np.zeros((60, 60), np.int64)
-    for k, (y, x) in enumerate(zip(rng.integers(0, 54, 30), rng.integers(0, 54, 30), strict=True), start=1):
-        labels[y : y + 5, x : x + 4] = k
-    room = (rng.random(labels.shape) < 0.7) & (labels == 0)
+    labels, room = _scattered_spaces(np.random.default_rng(5), (60, 60), 30, (5, 4), 0.7)
     low = grow_spaces(labels, room, steps=2)
     high = grow_spaces(np.where(labels > 0, labels + 70_000, 0), room, steps=2)
     assert ((low > 0) == (high > 0)).all()
