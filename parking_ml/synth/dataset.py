@@ -335,7 +335,8 @@ class SiteRenderer:
     """One site laid out and its static layers rendered once; each :meth:`render` call is a new pass.
 
     ``hard``: None mixes the hard modes of :mod:`parking_ml.synth.hard` in at their modest rate, "none"
-    turns them off, a mode's name (``HARD_MODES``) forces it on this site.
+    turns them off, a mode's name (``HARD_MODES``) forces it on this site; ``hard_rate`` (per mode) replaces
+    ``HARD_RATE`` in the mix.
     """
 
     def __init__(
@@ -346,8 +347,9 @@ class SiteRenderer:
         gsd: float | tuple[float, float],
         site_id: str,
         hard: str | None = None,
+        hard_rate: float | None = None,
     ) -> None:
-        mode = hard_modes.pick_mode(seed, index, hard)
+        mode = hard_modes.pick_mode(seed, index, hard, hard_rate)
         rng = np.random.default_rng([seed, index])
         self.site = build_site(rng, site_id, size, sample_gsd(rng, gsd), seed, hard=mode)
         if mode:
@@ -469,6 +471,17 @@ def tile_geojson(tile: SyntheticTile, geo: GeoRef | None = None) -> dict:
     return out
 
 
+# why: a site's style draws from its own stream, so a single-style batch is written byte for byte as before
+STYLE_STREAM = 0x5354
+
+
+def pick_style(seed: int, index: int, styles: Sequence[str]) -> str:
+    """The style of site ``index``: the only one given, or one of ``styles`` drawn uniformly (repeats weight)."""
+    if len(styles) == 1:
+        return styles[0]
+    return styles[int(np.random.default_rng([seed, index, STYLE_STREAM]).integers(len(styles)))]
+
+
 def _split_passes(n: int, sites: int) -> list[int]:
     return [n // sites + (1 if i < n % sites else 0) for i in range(sites)]
 
@@ -479,20 +492,24 @@ def generate_dataset(
     seed: int,
     size: int = 512,
     gsd: float | tuple[float, float] = (0.08, 0.3),
-    style: str = "default",
+    style: str | Sequence[str] = "default",
     sites: int | None = None,
     geotiff: bool = False,
     progress: bool = True,
     hard: str | None = None,
+    hard_rate: float | None = None,
 ) -> list[Path]:
     """Write ``n`` tiles grouped into sites (default ~4 passes each) under ``out_dir``; returns image paths.
 
-    ``hard``: as :class:`SiteRenderer` (None: the default mix of hard modes; "none"; or one mode forced)."""
+    ``style``: one style, or several: each site draws one of them (repeat a name to weight it, see pick_style).
+    ``hard``, ``hard_rate``: as :class:`SiteRenderer` (None: the default mix of hard modes; "none"; or one mode
+    forced)."""
     if n < 1:
         raise ValueError(f"n must be >= 1 (got {n})")
-    if style not in ALL_STYLES:
+    styles = (style,) if isinstance(style, str) else tuple(style)
+    if not styles or any(s not in ALL_STYLES for s in styles):
         raise ValueError(f"unknown style {style!r}; choose one of {', '.join(ALL_STYLES)}")
-    hard_modes.pick_mode(seed, 0, hard)  # a bad mode fails before anything is written
+    hard_modes.pick_mode(seed, 0, hard, hard_rate)  # a bad mode or rate fails before anything is written
     if size < 32:
         raise ValueError(f"size must be >= 32 px (got {size})")
     gsd_values = gsd if isinstance(gsd, tuple | list) else (gsd,)
@@ -509,12 +526,13 @@ def generate_dataset(
         bar = tqdm(total=n, desc="synth", unit="tile")
     for index, passes in enumerate(_split_passes(n, sites)):
         site_id = f"s{seed}-site-{index:04d}"
-        sr = SiteRenderer(seed, index, size, gsd, site_id, hard=hard)
+        sr = SiteRenderer(seed, index, size, gsd, site_id, hard=hard, hard_rate=hard_rate)
+        site_style = pick_style(seed, index, styles)
         site_dir = out_dir / site_id
         site_dir.mkdir(exist_ok=True)
         geo = _georef(seed, index, sr.site.gsd) if geotiff else None
         for p in range(passes):
-            tile = sr.render(p, style)
+            tile = sr.render(p, site_style)
             stem = f"{site_id}_p{p:02d}"
             img_path = site_dir / (f"{stem}.tif" if geotiff else f"{stem}.png")
             atomic_write(img_path, _geotiff(tile.image, geo) if geo else png_bytes(tile.image))

@@ -34,14 +34,18 @@ HARD_SET_SEEDS = {mode: 3801 + i for i, mode in enumerate(HARD_MODES)}
 _DARK_RGB = np.array([(24, 25, 28), (30, 38, 72), (58, 60, 64), (40, 44, 52)], np.float64)
 
 
-def pick_mode(seed: int, index: int, hard: str | None) -> str | None:
-    """The hard mode of site ``index`` of a batch: ``None`` mixes modes in at ``HARD_RATE``, ``"none"`` never,
-    a mode's name always."""
+def pick_mode(seed: int, index: int, hard: str | None, rate: float | None = None) -> str | None:
+    """The hard mode of site ``index`` of a batch: ``None`` mixes modes in at ``rate`` per mode (default
+    ``HARD_RATE``), ``"none"`` never, a mode's name always."""
     if hard == "none":
         return None
     if hard is None or hard == "mix":
+        rate = HARD_RATE if rate is None else float(rate)
+        if not 0 < rate <= 1 / len(HARD_MODES):
+            raise ValueError(f"hard rate must be in (0, {1 / len(HARD_MODES):.4f}] per mode (got {rate!r})")
+        # one draw at any rate: a site without a mode at a higher rate has none at a lower one either
         u = float(np.random.default_rng([seed, index, HARD_STREAM]).random())
-        k = int(u / HARD_RATE)
+        k = int(u / rate)
         return HARD_MODES[k] if k < len(HARD_MODES) else None
     if hard not in HARD_MODES:
         raise ValueError(f"unknown hard mode {hard!r}; choose one of {', '.join(HARD_MODES)}, none or mix")

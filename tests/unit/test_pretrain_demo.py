@@ -41,3 +41,15 @@ def test_a_missing_init_file_is_refused_with_its_name(tmp_path):
     assert proc.returncode == 2
     assert str(missing) in proc.stderr and "no such file" in proc.stderr
     assert not out.exists()
+
+
+def test_the_held_out_style_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "out.pt"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "pretrain_demo.py"), "--styles", "default,pavers", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "never the held-out pavers" in proc.stderr
+    assert not out.exists()

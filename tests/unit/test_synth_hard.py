@@ -166,3 +166,31 @@ def test_hard_set_tiles_are_fixed_and_scored_shapes():
     assert any(t["stalls"] for t in a)
     with pytest.raises(ValueError, match="unknown hard mode"):
         hard_set_tiles("nope")
+
+
+def test_a_higher_hard_rate_gives_modes_to_more_sites_from_the_same_draw():
+    low = [pick_mode(5, i, None) for i in range(3000)]
+    high = [pick_mode(5, i, None, 0.08) for i in range(3000)]
+    assert low == [pick_mode(5, i, None, HARD_RATE) for i in range(3000)]
+    assert all(lo is None for lo, h in zip(low, high, strict=True) if h is None)
+    assert {h for h in high if h} == set(HARD_MODES)
+    assert abs(sum(h is not None for h in high) / 3000 - 0.08 * len(HARD_MODES)) < 0.03
+    for bad in (0.0, 0.2):  # six modes at 0.2 would need 120 % of the sites
+        with pytest.raises(ValueError, match="hard rate"):
+            pick_mode(5, 0, None, bad)
+
+
+def test_a_style_mix_draws_per_site_and_one_style_writes_as_before(tmp_path: Path):
+    from parking_ml.synth.dataset import pick_style
+
+    mix = ("default", "default", "dusk", "winter")
+    picks = [pick_style(7, i, mix) for i in range(400)]
+    assert picks == [pick_style(7, i, mix) for i in range(400)] and set(picks) == {"default", "dusk", "winter"}
+    assert 0.4 < picks.count("default") / 400 < 0.6  # a repeated name weighs double
+    one = generate_dataset(tmp_path / "a", n=2, seed=3, size=64, gsd=0.2, progress=False)
+    listed = generate_dataset(tmp_path / "b", n=2, seed=3, size=64, gsd=0.2, style=["default"], progress=False)
+    assert all(p.read_bytes() == q.read_bytes() for p, q in zip(one, listed, strict=True))
+    mixed = generate_dataset(tmp_path / "c", n=4, seed=3, size=64, gsd=0.2, sites=4, style=mix, progress=False)
+    assert len(mixed) == 4
+    with pytest.raises(ValueError, match="unknown style"):
+        generate_dataset(tmp_path / "d", n=1, seed=3, size=64, style=("default", "fog"), progress=False)
