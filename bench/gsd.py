@@ -1,7 +1,7 @@
 """Ground-resolution estimate on generator images of known gsd (parking_ml.inference.gsd), with the shipped demo
 network exported as a served package.
 
-    nice -n 10 .venv/bin/python bench/gsd.py [--per-cell 4] [--size 512] [--tta none] [--seed 2027]
+    nice -n 10 .venv/bin/python bench/gsd.py [--per-cell 4] [--size 512] [--tta none] [--seed 2027] [--weights FILE]
 
 Prints the estimate's error (estimate / truth - 1) per style and gsd band, the share within 10 %, free IoU of the
 model's answers with the true, the estimated and the package's default gsd (pooled over the images), and the
@@ -28,8 +28,11 @@ BANDS = ((0.05, 0.08), (0.08, 0.12), (0.12, 0.18), (0.18, 0.24), (0.24, 0.30))
 DEMO_DEFAULT_GSD = 0.11
 
 
-def demo_package(work: Path, tta: str) -> Path:
-    """The shipped demo network (parking_ml/weights/demo-synthetic-fp32.pt) as the demo profile serves it."""
+SHIPPED_FP32 = Path(__file__).resolve().parent.parent / "parking_ml" / "weights" / "demo-synthetic-fp32.pt"
+
+
+def demo_package(work: Path, tta: str, weights: Path = SHIPPED_FP32) -> Path:
+    """A demo network (the shipped fp32 file, or another state dict with its JSON) as the demo profile serves it."""
     import torch
 
     from parking_ml.inference import PreprocessConfig
@@ -37,7 +40,6 @@ def demo_package(work: Path, tta: str) -> Path:
     from parking_ml.model.package import build_package
     from parking_ml.model.profiles import PROFILES
 
-    weights = Path(__file__).resolve().parent.parent / "parking_ml" / "weights" / "demo-synthetic-fp32.pt"
     recipe = json.loads(weights.with_suffix(".json").read_text())
     channels = tuple(recipe["decoder_channels"])
     net = build_model("unet", recipe["params"]["encoder"], decoder_channels=channels, encoder_depth=len(channels))
@@ -79,13 +81,18 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2027, help="generator seed (not the demo network's lots)")
     parser.add_argument("--tta", default="none", help="test-time augmentation of the scored answers")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--weights", type=Path, default=SHIPPED_FP32, help="state dict with its JSON (default: the shipped fp32 file)"
+    )
     args = parser.parse_args()
 
     from parking_ml.inference import OnnxSegmenter, predict
     from parking_ml.inference.gsd import estimate_gsd
     from parking_ml.model.metrics import evaluate
 
-    seg = OnnxSegmenter.from_dir(demo_package(Path(tempfile.mkdtemp(prefix="bench-gsd-")), args.tta), args.threads)
+    seg = OnnxSegmenter.from_dir(
+        demo_package(Path(tempfile.mkdtemp(prefix="bench-gsd-")), args.tta, args.weights), args.threads
+    )
     rows = []
     masks: dict[str, list[np.ndarray]] = {"true": [], "estimated": [], "default": []}
     truths: list[np.ndarray] = []
