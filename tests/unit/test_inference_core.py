@@ -305,6 +305,12 @@ def color_net(tmp_path):
     return path
 
 
+def test_the_runtime_threads_sleep_after_a_run_instead_of_spinning(color_net):
+    # spinning pool threads take a core from the post-processing that follows (docs/experiments/request-path.md)
+    seg = OnnxSegmenter(color_net, PreprocessConfig(), threads=2)
+    assert seg.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_single_tile_prediction_finds_stalls(color_net):
     cfg = PreprocessConfig(tile_size=256, overlap=32, min_area_px=20)
     seg = OnnxSegmenter(color_net, cfg, threads=1)
