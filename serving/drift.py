@@ -38,6 +38,7 @@ class DriftBuffer:
         flush_rows: int = 256,
         flush_interval_s: float = 30.0,
         max_rows: int | None = None,
+        max_pending: int = 8,
     ) -> None:
         self._write = write
         self._metrics = metrics
@@ -45,6 +46,9 @@ class DriftBuffer:
         self.flush_interval_s = flush_interval_s
         self.max_rows = max_rows or max(10 * flush_rows, 10_000)
         self._rows: deque[dict[str, Any]] = deque()
+        # rows still to be computed (each holds its request's image): bounded, beyond it the caller computes
+        self.max_pending = max_pending
+        self._pending: deque[Callable[[], dict[str, Any]]] = deque()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -66,14 +70,40 @@ class DriftBuffer:
         if n >= self.flush_rows:
             self._wake.set()
 
+    def add_later(self, make_row: Callable[[], dict[str, Any]]) -> None:
+        """Called on the request path: the row is computed by the flusher thread, after the answer has gone
+        (docs/experiments/request-path.md). Without a running flusher, or with max_pending rows waiting, it is
+        computed here. A failing ``make_row`` is logged, never raised."""
+        with self._lock:
+            self._pending.append(make_row)
+            backlog = len(self._pending)
+        if self._thread is None or backlog > self.max_pending:
+            self._compute_pending()
+        else:
+            self._wake.set()
+
+    def _compute_pending(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                make_row = self._pending.popleft()
+            try:
+                row = make_row()
+            except Exception:  # features are best effort: a row lost, never a request failed
+                logger.exception("drift features failed")
+                continue
+            self.add(row)
+
     def __len__(self) -> int:
         with self._lock:
-            return len(self._rows) + self._writing
+            return len(self._rows) + len(self._pending) + self._writing
 
     def flush(self) -> int:
         """Write every buffered row; returns how many were written (0 on failure, rows kept)."""
         from parking_ml.features import features_frame
 
+        self._compute_pending()
         with self._flush_lock:
             with self._lock:
                 rows = list(self._rows)
@@ -117,6 +147,7 @@ class DriftBuffer:
         while not self._stop.is_set():
             self._wake.wait(timeout=min(1.0, self.flush_interval_s))
             self._wake.clear()
+            self._compute_pending()
             due = time.monotonic() - last >= self.flush_interval_s
             if len(self) >= self.flush_rows or (due and len(self)):
                 self.flush()
@@ -139,8 +170,11 @@ class DriftBuffer:
         self.flush()
 
 
-def feature_row(features: dict[str, float], request_id: str, model_name: str, model_version: str) -> dict[str, Any]:
-    now = datetime.now(UTC)
+def feature_row(
+    features: dict[str, float], request_id: str, model_name: str, model_version: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """One drift row; ``now``: when the request was answered (default: now)."""
+    now = now or datetime.now(UTC)
     return {
         **features,
         "timestamp": now.isoformat(),

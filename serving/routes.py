@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Query, Request, Security, UploadFile
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from starlette.background import BackgroundTask
 
 from serving.errors import ApiError, error_response
 from serving.holder import LoadedModel
@@ -80,12 +81,17 @@ async def _infer(
         file.filename or "",
         svc.settings,
         svc.metrics,
-        svc.drift,
         request_id,
         with_mask_png,
         gsd,
     )
     return model, result
+
+
+def _drift(request: Request, result: InferenceResult) -> BackgroundTask:
+    # the drift row is not part of the answer: queued once the answer has gone, so that neither its features nor
+    # the thread computing them hold up the response (docs/experiments/request-path.md)
+    return BackgroundTask(_services(request).drift.add_later, result.drift_row)
 
 
 @router.post(
@@ -120,7 +126,9 @@ async def predict(
     }
     if include_mask:
         body["mask"] = base64.b64encode(result.mask_png or b"").decode("ascii")
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+    return Response(
+        json.dumps(body, separators=(",", ":")), media_type="application/json", background=_drift(request, result)
+    )
 
 
 @router.post(
@@ -145,6 +153,7 @@ async def predict_mask(
             "X-Gsd": "" if result.gsd.gsd is None else str(result.gsd.gsd),
             "X-Gsd-Source": result.gsd.source,
         },
+        background=_drift(request, result),
     )
 
 

@@ -1,11 +1,12 @@
 """The work of one prediction request, run in the inference thread pool (numpy, OpenCV and onnxruntime
-release the GIL): decode with the header checked first, predict, GeoJSON, drift features."""
+release the GIL): decode with the header checked first, predict, GeoJSON; the drift row is left to the routes."""
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from parking_ml.config import Settings
@@ -14,12 +15,10 @@ from parking_ml.features import tile_features
 from parking_ml.inference import Prediction, georeferenced_geojson, predict
 from parking_ml.inference.gsd import GsdChoice, resolve_gsd
 from parking_ml.inference.quality import answer_quality
-from serving.drift import DriftBuffer, feature_row
+from serving.drift import feature_row
 from serving.errors import IMAGE_ERROR_STATUS, ApiError
 from serving.holder import LoadedModel
 from serving.metrics import Metrics
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +29,8 @@ class InferenceResult:
     timings_ms: dict[str, float]
     gsd: GsdChoice
     quality: dict[str, Any]
+    # the request's drift row, not part of the answer: the routes have it computed after the answer has gone
+    drift_row: Callable[[], dict[str, Any]]
     mask_png: bytes | None = None
 
 
@@ -50,7 +51,6 @@ def run_inference(
     name: str,
     settings: Settings,
     metrics: Metrics,
-    drift: DriftBuffer,
     request_id: str,
     with_mask_png: bool = False,
     gsd: float | None = None,
@@ -67,16 +67,14 @@ def run_inference(
         timings["gsd_estimate_ms"] = round(choice.estimate.elapsed_ms, 2)
     geojson = georeferenced_geojson(pred.spaces, image.transform, image.crs)
     mask_png = encode_png(pred.mask) if with_mask_png else None
-    t1 = time.perf_counter()
-    try:
-        drift.add(feature_row(tile_features(image.rgb, pred), request_id, model.name, model.version))
-    except Exception:  # features are best effort: never fail a prediction for them
-        logger.exception("drift features failed", extra={"request_id": request_id})
-    t_features = time.perf_counter() - t1
-    timings["features_ms"] = round(t_features * 1000, 2)
+    answered = datetime.now(UTC)
+
+    def drift_row() -> dict[str, Any]:
+        return feature_row(tile_features(image.rgb, pred), request_id, model.name, model.version, answered)
+
     timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
     for stage, ms in timings.items():
         metrics.inference_duration.labels(stage=stage.removesuffix("_ms")).observe(ms / 1000)
     metrics.free_spaces.observe(pred.free_count)
     metrics.occupied_spaces.observe(pred.occupied_count)
-    return InferenceResult(image, pred, geojson, timings, choice, answer_quality(pred, choice), mask_png)
+    return InferenceResult(image, pred, geojson, timings, choice, answer_quality(pred, choice), drift_row, mask_png)

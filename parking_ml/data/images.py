@@ -248,8 +248,8 @@ def _decode_cv2(data: bytes, info: ImageInfo, name: str) -> np.ndarray:
     if arr is None or arr.shape[0] != info.height or arr.shape[1] != info.width:
         raise _corrupt(name, f"{info.format.upper()} data could not be decoded")
     if arr.ndim == 3:
-        # OpenCV hands back BGR / BGRA
-        arr = arr[:, :, [2, 1, 0, 3]] if arr.shape[2] == 4 else arr[:, :, ::-1]
+        # OpenCV hands back BGR / BGRA; its own swap is several times faster than a strided numpy copy
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     return to_rgb8(arr)
 
 

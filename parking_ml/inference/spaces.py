@@ -14,12 +14,27 @@ from parking_ml.inference.segmenter import ProgressFn, Segmenter
 _PIXEL_CORNERS = np.array([(0, 0), (1, 0), (0, 1), (1, 1)], dtype=np.float32)
 
 
-def _component_polygon(component: np.ndarray, x0: int, y0: int) -> list[list[float]]:
-    """Oriented rectangle around a component, in pixel-edge coordinates of the full image."""
+def _outer_contours(binary: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
+    """The outer border of each 8-connected component of ``binary`` (points N x 2, x y), by its label in
+    ``labels``: one tracing of the whole map instead of one per component (RETR_CCOMP keeps a component
+    inside another's hole at the top level; its first point is the component's first pixel in raster order)."""
     import cv2
 
-    contours, _ = cv2.findContours(component.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float32)
+    contours, hierarchy = cv2.findContours(binary.view(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return {}
+    outer = [c for c, h in zip(contours, hierarchy[0], strict=True) if h[3] < 0]
+    first = np.array([c[0, 0] for c in outer])
+    return dict(zip(labels[first[:, 1], first[:, 0]].tolist(), outer, strict=True))
+
+
+def _contour_polygon(contour: np.ndarray, x0: int, y0: int) -> list[list[float]]:
+    """Oriented rectangle around a component's outer contour, in pixel-edge coordinates of the full image."""
+    import cv2
+
+    # the hull's corners bound the same rectangle as every contour point's (a square's Minkowski sum keeps the
+    # hull's vertices) at a fraction of minAreaRect's cost; in the component's own box, as always
+    pts = (cv2.convexHull(contour).reshape(-1, 2) - (x0, y0)).astype(np.float32)
     # contour points are pixel indices; their four corners make the rectangle cover whole pixels
     corners = (pts[None] + _PIXEL_CORNERS[:, None]).reshape(-1, 2)
     box = cv2.boxPoints(cv2.minAreaRect(corners))
@@ -62,10 +77,12 @@ def split_merged(
     # levels per large component) stop here without labelling (docs/experiments/postprocess-core-precheck.md)
     if np.count_nonzero(cores) < 2 * max(1, min_core):
         return carve
-    n, core_labels, core_stats, _ = cv2.connectedComponentsWithStats(cores, connectivity=4)
+    # only the cores' areas are needed: a pixel count is cheaper than OpenCV's full statistics
+    n, core_labels = cv2.connectedComponents(cores, connectivity=4)
     if n <= 2:
         return carve
-    big = core_stats[:, cv2.CC_STAT_AREA] >= min_core
+    core_area = np.bincount(core_labels.ravel(), minlength=n)
+    big = core_area >= min_core
     big[0] = False
     if big.sum() < 2:
         return carve
@@ -79,7 +96,7 @@ def split_merged(
     # label: sorting every core pixel was slow on large images)
     on_core = core_labels > 0
     label_sum = np.bincount(core_labels[on_core], weights=labels[on_core], minlength=n)
-    owner = np.rint(label_sum / np.maximum(core_stats[:, cv2.CC_STAT_AREA], 1)).astype(np.int64)
+    owner = np.rint(label_sum / np.maximum(core_area, 1)).astype(np.int64)
     per_component = np.bincount(owner[big], minlength=m)
     for k in np.flatnonzero(per_component >= 2):
         x0, y0, w, h = (int(v) for v in stats[k, :4])
@@ -148,10 +165,12 @@ def split_oversized(
         # split_merged's own pre-check, done once on the component's values: a level holding fewer than two
         # cores' pixels cannot part it (docs/experiments/postprocess-core-precheck.md)
         values = window[inside]
+        # the window holds this one component (label 1, the whole box): split_merged need not label it again
+        whole = (inside.view(np.uint8), np.array([[0, 0, 0, 0, 0], [0, 0, w, h, values.size]]))
         for level in levels:
             if np.count_nonzero(values >= level) < 2 * max(1, min_core):
                 continue
-            cut = split_merged(inside, window, min_core, core_prob=level)
+            cut = split_merged(inside, window, min_core, core_prob=level, components=whole)
             if cut.any() and cv2.connectedComponents((inside & ~cut).view(np.uint8), connectivity=8)[0] > 2:
                 carve[y0 : y0 + h, x0 : x0 + w] |= cut
                 break
@@ -223,14 +242,18 @@ def _argmax_classes(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return label, top
 
 
-def _clean_class(mask: np.ndarray, probs: np.ndarray, cls: int, min_area: int, steps: int, grow_prob: float) -> None:
-    """In place on ``mask``: class ``cls``'s specks dropped, merged neighbours split, spaces grown ``steps`` px."""
+def _clean_class(
+    mask: np.ndarray, probs: np.ndarray, cls: int, min_area: int, steps: int, grow_prob: float
+) -> tuple | None:
+    """In place on ``mask``: class ``cls``'s specks dropped, merged neighbours split, spaces grown ``steps`` px.
+    Returns the class's labelling (n, labels, stats, centroids) when it still describes the cleaned class
+    (nothing cut or grown; a dropped speck's label is cleared and its area set to 0), else None."""
     import cv2
 
     binary = mask == cls
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
     if n <= 1:
-        return
+        return n, labels, stats, centroids
     small = stats[:, cv2.CC_STAT_AREA] < min_area
     small[0] = False  # label 0 is everything else
     if small.any():
@@ -243,16 +266,24 @@ def _clean_class(mask: np.ndarray, probs: np.ndarray, cls: int, min_area: int, s
         labels[speck] = 0
     # a speck cannot hold two cores of min_area px: this labelling serves split_merged as it is
     carve = split_merged(binary, probs[cls], min_area, components=(labels, stats))
-    carved = bool(carve.any())
-    if carved:
+    changed = bool(carve.any())
+    if changed:
         mask[carve] = 0
         binary[carve] = False
     if steps > 0:
-        if carved or (small.any() and n > _U16_LABELS):
+        if changed or (small.any() and n > _U16_LABELS):
             # a cut leaves both halves one label (growth would bridge the cut); many specks, high labels
             _, labels = cv2.connectedComponents(binary.view(np.uint8), connectivity=8)
+            changed = True
         grown = grow_spaces(labels, (mask == 0) & (probs[cls] >= grow_prob), steps)
-        mask[(grown > 0) & (labels == 0)] = cls
+        added = (grown > 0) & (labels == 0)
+        if added.any():
+            mask[added] = cls
+            changed = True
+    if changed:
+        return None
+    stats[small, cv2.CC_STAT_AREA] = 0
+    return n, labels, stats, centroids
 
 
 _Found = tuple[float, float, str, float, int, list[list[float]]]
@@ -273,12 +304,17 @@ def _spaces_of_class(
             mask[carve] = 0
             n, labels, stats, centroids = cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
     found: list[_Found] = []
-    for k in range(1, n):
-        x0, y0, bw, bh, area = (int(v) for v in stats[k])
+    if n <= 1:
+        return found
+    contours = _outer_contours(labels > 0, labels)
+    prob = probs[cls]
+    for k, (x0, y0, bw, bh, area) in enumerate(stats[1:].tolist(), start=1):
+        if area == 0:  # a speck the cleaning dropped
+            continue
         roi = labels[y0 : y0 + bh, x0 : x0 + bw] == k
-        conf = float(probs[cls, y0 : y0 + bh, x0 : x0 + bw][roi].mean())
-        cx, cy = centroids[k]
-        found.append((float(cy), float(cx), status, conf, area, _component_polygon(roi, x0, y0)))
+        conf = float(prob[y0 : y0 + bh, x0 : x0 + bw][roi].mean())
+        cx, cy = centroids[k].tolist()
+        found.append((cy, cx, status, conf, area, _contour_polygon(contours[k], x0, y0)))
     return found
 
 
@@ -298,12 +334,15 @@ def postprocess(probs: np.ndarray, config: PreprocessConfig, image_gsd: float | 
     min_area = config.min_area_for(image_gsd)
     steps = config.grow_px_for(image_gsd)
     classes = [cls for cls in STATUS_BY_CLASS if cls < probs.shape[0]]
+    # one labelling per class serves the typical size, the split and the spaces: the cleaning's own where it
+    # cut or grew nothing, else a new one (and again only where an oversized space was cut)
+    components = {}
     for cls in classes:
-        _clean_class(mask, probs, cls, min_area, steps, config.grow_prob[cls - 1])
-    # one labelling per class serves the typical size, the split and the spaces (again only where it cut)
-    components = {
-        cls: cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8) for cls in classes
-    }
+        # a class's cleaning changes only its own pixels and background: each class's labelling stays valid
+        components[cls] = _clean_class(mask, probs, cls, min_area, steps, config.grow_prob[cls - 1])
+    for cls in classes:
+        if components[cls] is None:
+            components[cls] = cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
     typical = typical_space_area([c[2][1:, cv2.CC_STAT_AREA] for c in components.values()], min_area)
     found: list[_Found] = []
     for cls, parts in components.items():

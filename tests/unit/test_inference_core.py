@@ -279,6 +279,75 @@ def test_growth_settings_round_trip_and_bad_values_name_the_field():
         PreprocessConfig(grow_px=-1)
 
 
+def _box_of_every_corner(component: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    # the rectangle as first defined: around the four corners of every contour point of the component alone
+    contours, _ = cv2.findContours(component.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float32)
+    corners = (pts[None] + np.array([(0, 0), (1, 0), (0, 1), (1, 1)], np.float32)[:, None]).reshape(-1, 2)
+    box = cv2.boxPoints(cv2.minAreaRect(corners))
+    box += (x0, y0)
+    return box
+
+
+def test_polygons_from_one_tracing_of_the_map_equal_those_of_each_component_alone():
+    from parking_ml.inference.spaces import _contour_polygon, _outer_contours
+
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        binary = np.zeros((60, 70), np.uint8)
+        for _ in range(int(rng.integers(1, 8))):
+            x, y = (int(v) for v in rng.integers(0, 60, 2))
+            w, h = (int(v) for v in rng.integers(1, 18, 2))
+            angle = float(rng.integers(0, 180))
+            cv2.ellipse(binary, (x, y), (w, h), angle, 0, 360, 1, -1)
+        if trial % 3 == 0:
+            binary &= (rng.random(binary.shape) < 0.85).astype(np.uint8)  # ragged edges, holes
+        if trial % 5 == 0:
+            # a ring with a space inside its hole: the inner one is a component of its own
+            cv2.rectangle(binary, (5, 5), (40, 40), 1, 3)
+            binary[15:30, 15:30] = 0
+            binary[18:26, 18:27] = 1
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        contours = _outer_contours(labels > 0, labels)
+        assert sorted(contours) == list(range(1, n))
+        for k in range(1, n):
+            x0, y0, w, h = (int(v) for v in stats[k, :4])
+            ring = _contour_polygon(contours[k], x0, y0)
+            own = _box_of_every_corner(labels[y0 : y0 + h, x0 : x0 + w] == k, x0, y0)
+            assert ring[:4] == [[round(float(v), 2) for v in p] for p in own] and ring[4] == ring[0]
+
+
+def test_space_dict_is_a_copy_with_the_dataclass_fields():
+    import dataclasses
+
+    from parking_ml.inference import Space
+
+    space = Space(id=3, status="free", confidence=0.91, area_px=420, polygon=[[1.0, 2.0], [3.0, 4.0], [1.0, 2.0]])
+    d = space.to_dict()
+    assert d == dataclasses.asdict(space)
+    d["polygon"][0][0] = 99.0
+    assert space.polygon[0][0] == 1.0
+
+
+def test_postprocess_with_specks_and_no_cut_keeps_the_cleanings_labelling():
+    # specks removed, nothing split or grown: the spaces come from the cleaning's labelling; they must be
+    # the same spaces, in the same order, as from a fresh labelling of the cleaned map
+    mask = np.zeros((80, 120), np.uint8)
+    mask[5:25, 5:15], mask[5:25, 20:31], mask[40:60, 50:62] = 1, 1, 1  # 200, 220, 240 px
+    mask[30, 3] = mask[70, 100] = 1  # specks
+    mask[5:25, 40:53], mask[45:65, 80:94] = 2, 2  # 260, 280 px
+    mask[2, 110] = 2
+    pred = postprocess(_probs_from_mask(mask), PreprocessConfig(min_area_px=20))
+    assert (pred.free_count, pred.occupied_count) == (3, 2)
+    assert pred.mask[30, 3] == pred.mask[70, 100] == pred.mask[2, 110] == 0
+    fresh = []
+    for cls in (1, 2):
+        n, _, stats, centroids = cv2.connectedComponentsWithStats((pred.mask == cls).view(np.uint8), connectivity=8)
+        fresh += [(round(float(centroids[k][1])), float(centroids[k][0]), int(stats[k, 4])) for k in range(1, n)]
+    assert [s.area_px for s in pred.spaces] == [area for *_, area in sorted(fresh)]
+    assert [s.id for s in pred.spaces] == [1, 2, 3, 4, 5]
+
+
 def test_postprocess_empty_map():
     pred = postprocess(_probs_from_mask(np.zeros((32, 32), dtype=np.uint8)), PreprocessConfig())
     assert pred.spaces == [] and pred.occupancy_rate is None and pred.free_fraction == 0

@@ -97,6 +97,74 @@ def test_drift_buffer_flusher_thread_and_stop_flush():
     assert written == [3, 1]
 
 
+def test_drift_rows_computed_off_the_request_path(caplog):
+    written: list[pd.DataFrame] = []
+    buf = DriftBuffer(lambda key, frame: written.append(frame), Metrics(), flush_rows=100, flush_interval_s=60)
+    callers: list[str] = []
+    gate = threading.Event()
+
+    def later(i: int):
+        def make() -> dict:
+            gate.wait(10)
+            callers.append(threading.current_thread().name)
+            return _row(i)
+
+        return make
+
+    # no flusher running: computed by the caller, at once
+    gate.set()
+    buf.add_later(later(0))
+    assert callers == [threading.current_thread().name] and len(buf) == 1
+    # with the flusher: add_later returns before the row exists, the flusher thread computes it
+    gate.clear()
+    buf.start()
+    buf.add_later(later(1))
+    assert len(buf) == 2  # counted while pending
+    assert len(callers) == 1
+    gate.set()
+    for _ in range(100):
+        if len(callers) == 2:
+            break
+        threading.Event().wait(0.05)
+    assert callers[1] == "drift-flusher"
+
+    def broken() -> dict:
+        raise ValueError("no features")
+
+    buf.add_later(broken)
+    buf.add_later(later(2))
+    buf.stop()  # computes what is pending, then writes
+    assert sorted(written[0]["request_id"]) == ["r0", "r1", "r2"]
+    assert "drift features failed" in caplog.text and len(buf) == 0
+
+
+def test_drift_pending_rows_are_bounded():
+    buf = DriftBuffer(lambda key, frame: None, Metrics(), flush_rows=100, flush_interval_s=60, max_pending=2)
+    entered, gate = threading.Event(), threading.Event()
+    callers: list[str] = []
+
+    def slow() -> dict:
+        entered.set()
+        gate.wait(10)
+        return _row(0)
+
+    def quick() -> dict:
+        callers.append(threading.current_thread().name)
+        return _row(len(callers))
+
+    buf.start()
+    buf.add_later(slow)
+    assert entered.wait(10)  # the flusher is busy with it
+    buf.add_later(quick)
+    buf.add_later(quick)
+    assert callers == [] and len(buf) == 2
+    buf.add_later(quick)  # over the bound: the caller computes the backlog itself
+    me = threading.current_thread().name
+    assert callers == [me, me, me] and len(buf) == 3
+    gate.set()
+    buf.stop()
+
+
 def test_metrics_registries_are_per_instance():
     a, b = Metrics(), Metrics()
     a.errors.labels(code="corrupt").inc()
