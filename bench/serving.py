@@ -132,6 +132,12 @@ def main() -> None:
     parser.add_argument(
         "--raster", type=int, default=4096, help="side of a generated raster run through `parking-ml predict` (0: none)"
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the untrained network's initialisation: its class map, so the post-processing's work, depends on it",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--embedding-cost", action="store_true", help="with vs without the embedding output")
     args = parser.parse_args()
@@ -140,6 +146,8 @@ def main() -> None:
         return
 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import torch
+
     from parking_ml.config import Settings
     from parking_ml.data.images import encode_png
     from parking_ml.inference import OnnxSegmenter, PreprocessConfig, normalise
@@ -155,6 +163,7 @@ def main() -> None:
         mlflow_proc, tracking = start_local_mlflow(work / "mlflow")
         procs.append(mlflow_proc)
         settings = Settings(home=work / "var", mlflow_tracking_uri=tracking, model_name="bench-spaces")
+        torch.manual_seed(args.seed)
         net = build_model("unet", "resnet18", encoder_weights=None, decoder_channels=(128, 64, 32, 16, 8))
         # trained on 256 px tiles; the 512 px inference window runs a 512 px upload in one pass
         config = PreprocessConfig(tile_size=256, window=max(512, args.tile), overlap=64)
@@ -306,6 +315,8 @@ def main() -> None:
 def embedding_cost(args: argparse.Namespace) -> None:
     """p50/p95 of our API serving one network with and without the embedding output, alternating requests."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import torch
+
     from parking_ml.data.images import encode_png
     from parking_ml.inference import PreprocessConfig
     from parking_ml.model.network import build_model
@@ -315,6 +326,7 @@ def embedding_cost(args: argparse.Namespace) -> None:
     procs: list[subprocess.Popen] = []
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PARKING_", "MLFLOW_"))}
     try:
+        torch.manual_seed(args.seed)
         net = build_model("unet", "resnet18", encoder_weights=None, decoder_channels=(128, 64, 32, 16, 8))
         config = PreprocessConfig(tile_size=256, window=max(512, args.tile), overlap=64)
         urls = {}

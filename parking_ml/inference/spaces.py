@@ -28,22 +28,34 @@ def _outer_contours(binary: np.ndarray, labels: np.ndarray) -> dict[int, np.ndar
     return dict(zip(labels[first[:, 1], first[:, 0]].tolist(), outer, strict=True))
 
 
-def _contour_polygon(contour: np.ndarray, x0: int, y0: int) -> list[list[float]]:
-    """Oriented rectangle around a component's outer contour, in pixel-edge coordinates of the full image."""
+def _rectangles(contours: Sequence[np.ndarray], origins: np.ndarray) -> list[list[list[float]]]:
+    """Oriented rectangles around components' outer contours, as closed rings in pixel-edge coordinates of the
+    full image; ``origins``: each component's box corner (x0, y0), int64 K x 2. One array pass for all of them."""
     import cv2
 
     # the hull's corners bound the same rectangle as every contour point's (a square's Minkowski sum keeps the
-    # hull's vertices) at a fraction of minAreaRect's cost; in the component's own box, as always
-    pts = (cv2.convexHull(contour).reshape(-1, 2) - (x0, y0)).astype(np.float32)
+    # hull's vertices) at a fraction of minAreaRect's cost
+    hulls = [cv2.convexHull(c).reshape(-1, 2) for c in contours]
+    sizes = [len(h) for h in hulls]
+    # in each component's own box, as the rectangle's float arithmetic has always been done
+    local = (np.concatenate(hulls) - np.repeat(origins, sizes, axis=0)).astype(np.float32)
     # contour points are pixel indices; their four corners make the rectangle cover whole pixels
-    corners = (pts[None] + _PIXEL_CORNERS[:, None]).reshape(-1, 2)
-    box = cv2.boxPoints(cv2.minAreaRect(corners))
-    box += (x0, y0)
-    # a closed ring, as GeoJSON wants; tolist gives Python floats in one call (the rounding is round()'s)
-    xy = [round(v, 2) for v in box.ravel().tolist()]
-    ring = [xy[i : i + 2] for i in range(0, 8, 2)]
-    ring.append(list(ring[0]))
-    return ring
+    corners = local[None] + _PIXEL_CORNERS[:, None]
+    boxes = np.empty((len(hulls), 4, 2), np.float32)
+    start = 0
+    for i, size in enumerate(sizes):
+        box_corners = np.ascontiguousarray(corners[:, start : start + size].reshape(-1, 2))
+        boxes[i] = cv2.boxPoints(cv2.minAreaRect(box_corners))
+        start += size
+    boxes += origins[:, None, :]
+    # closed rings, as GeoJSON wants; tolist gives Python floats in one call (the rounding is round()'s)
+    xy = [round(v, 2) for v in boxes.ravel().tolist()]
+    rings = []
+    for i in range(0, len(xy), 8):
+        ring = [xy[i : i + 2], xy[i + 2 : i + 4], xy[i + 4 : i + 6], xy[i + 6 : i + 8]]
+        ring.append(list(ring[0]))
+        rings.append(ring)
+    return rings
 
 
 # why: a component holding several confident cores is several merged spaces (docs/experiments/space-split-cores.md)
@@ -308,13 +320,15 @@ def _spaces_of_class(
         return found
     contours = _outer_contours(labels > 0, labels)
     prob = probs[cls]
-    for k, (x0, y0, bw, bh, area) in enumerate(stats[1:].tolist(), start=1):
-        if area == 0:  # a speck the cleaning dropped
-            continue
+    # a speck the cleaning dropped keeps its row with area 0
+    kept = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] > 0]
+    rings = _rectangles([contours[k] for k in kept], stats[kept, :2].astype(np.int64))
+    for k, ring in zip(kept, rings, strict=True):
+        x0, y0, bw, bh, area = stats[k].tolist()
         roi = labels[y0 : y0 + bh, x0 : x0 + bw] == k
         conf = float(prob[y0 : y0 + bh, x0 : x0 + bw][roi].mean())
         cx, cy = centroids[k].tolist()
-        found.append((cy, cx, status, conf, area, _contour_polygon(contours[k], x0, y0)))
+        found.append((cy, cx, status, conf, area, ring))
     return found
 
 

@@ -289,8 +289,8 @@ def _box_of_every_corner(component: np.ndarray, x0: int, y0: int) -> np.ndarray:
     return box
 
 
-def test_polygons_from_one_tracing_of_the_map_equal_those_of_each_component_alone():
-    from parking_ml.inference.spaces import _contour_polygon, _outer_contours
+def test_rectangles_from_one_tracing_of_the_map_equal_those_of_each_component_alone():
+    from parking_ml.inference.spaces import _outer_contours, _rectangles
 
     rng = np.random.default_rng(7)
     for trial in range(60):
@@ -310,9 +310,9 @@ def test_polygons_from_one_tracing_of_the_map_equal_those_of_each_component_alon
         n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
         contours = _outer_contours(labels > 0, labels)
         assert sorted(contours) == list(range(1, n))
-        for k in range(1, n):
+        rings = _rectangles([contours[k] for k in range(1, n)], stats[1:, :2].astype(np.int64))
+        for k, ring in enumerate(rings, start=1):
             x0, y0, w, h = (int(v) for v in stats[k, :4])
-            ring = _contour_polygon(contours[k], x0, y0)
             own = _box_of_every_corner(labels[y0 : y0 + h, x0 : x0 + w] == k, x0, y0)
             assert ring[:4] == [[round(float(v), 2) for v in p] for p in own] and ring[4] == ring[0]
 
