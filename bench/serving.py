@@ -11,7 +11,8 @@ what a client must send it. "raw floor" is one in-process onnxruntime session.ru
 the same thread count: the cost of the network alone.
 Targets: throughput >= 3x mlflow serve at concurrency 4; our p50 <= 1.15x the raw floor at concurrency 1.
 A last row runs the same registered model through `parking-ml predict` on a generated raster (``--raster``).
-At concurrency 1 our requests alternate with floor runs, so both see the same load on a shared machine.
+At concurrency 1 our requests alternate with floor runs, so both see the same load on a shared machine, with a
+50-ms pause between them (the API's drift row, computed after each answer, never overlaps a floor run).
 Timings are only comparable within one run; the load average is printed with the table.
 
     nice -n 10 .venv/bin/python bench/serving.py --embedding-cost [--requests 40] [--tile 512]
@@ -42,6 +43,8 @@ import numpy as np
 from parking_ml.ops.stack import free_port, start_local_mlflow, stop_pid, wait_http
 
 VENV_BIN = Path(sys.executable).parent
+# pause between a floor run and a request at concurrency 1, so that neither side's leftover work runs into the other
+SETTLE_S = 0.05
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -245,12 +248,15 @@ def main() -> None:
             t0 = time.perf_counter()
             seg.run_logits(x)
             floor.append(time.perf_counter() - t0)
+            time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             ok = send_ours(i)
             ours_seq.append(time.perf_counter() - t0)
             t_ours += ours_seq[-1]
             if not ok:
                 raise RuntimeError("our API failed a benchmark request")
+            # the API computes its drift row once the answer has gone: the next floor run does not share the cores
+            time.sleep(SETTLE_S)
         del seg
         floor_result = Result("raw onnxruntime", 1, floor, sum(floor), 0)
         results = [floor_result]

@@ -89,11 +89,13 @@ def split_merged(
     # levels per large component) stop here without labelling (docs/experiments/postprocess-core-precheck.md)
     if np.count_nonzero(cores) < 2 * max(1, min_core):
         return carve
-    # only the cores' areas are needed: a pixel count is cheaper than OpenCV's full statistics
+    # only the cores' areas are needed: counted over the core pixels alone, cheaper than OpenCV's statistics
     n, core_labels = cv2.connectedComponents(cores, connectivity=4)
     if n <= 2:
         return carve
-    core_area = np.bincount(core_labels.ravel(), minlength=n)
+    on_core = cores.view(bool)
+    core_of = core_labels[on_core]
+    core_area = np.bincount(core_of, minlength=n)
     big = core_area >= min_core
     big[0] = False
     if big.sum() < 2:
@@ -106,8 +108,7 @@ def split_merged(
     # cores per component: a component is only worked on (in its bounding box) when it holds two or more.
     # A core lies in one component, so the mean component label over its pixels is that component (a sum per
     # label: sorting every core pixel was slow on large images)
-    on_core = core_labels > 0
-    label_sum = np.bincount(core_labels[on_core], weights=labels[on_core], minlength=n)
+    label_sum = np.bincount(core_of, weights=labels[on_core], minlength=n)
     owner = np.rint(label_sum / np.maximum(core_area, 1)).astype(np.int64)
     per_component = np.bincount(owner[big], minlength=m)
     for k in np.flatnonzero(per_component >= 2):
