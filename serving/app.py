@@ -6,6 +6,7 @@ app.state and lives as long as the app: two apps in one process share nothing.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,7 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for these settings (read from the environment when None).
 
     With settings=None this is the process entry point (uvicorn --factory, also in each worker process
-    spawned by --workers N), so it configures logging unless the process already did."""
+    spawned by --workers N), so it configures logging unless the process already did, and keeps what start-up
+    built out of the garbage collector's passes."""
+    entry_point = settings is None
     if settings is None:
         settings = load_settings()
         if not logging.getLogger().handlers:
@@ -69,9 +72,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.holder.start()
         services.drift.start()
+        if entry_point:
+            # what the server process holds after start-up (libraries, the app) is never garbage: out of the
+            # collector's full passes, which otherwise stall a request now and then (docs/experiments/request-path.md)
+            gc.freeze()
         logger.info(
             "api starting",
-            extra={"model_source": services.holder.source_label, "auth": bool(settings.api_keys)},
+            extra={
+                "model_source": services.holder.source_label,
+                "auth": bool(settings.api_keys),
+                "gc_frozen_objects": gc.get_freeze_count(),
+            },
         )
         try:
             yield
