@@ -35,6 +35,8 @@ def _rectangles(contours: Sequence[np.ndarray], origins: np.ndarray) -> list[lis
 
     # the hull's corners bound the same rectangle as every contour point's (a square's Minkowski sum keeps the
     # hull's vertices) at a fraction of minAreaRect's cost
+    if not contours:
+        return []
     hulls = [cv2.convexHull(c).reshape(-1, 2) for c in contours]
     sizes = [len(h) for h in hulls]
     # in each component's own box, as the rectangle's float arithmetic has always been done

@@ -346,6 +346,10 @@ def test_postprocess_with_specks_and_no_cut_keeps_the_cleanings_labelling():
         fresh += [(round(float(centroids[k][1])), float(centroids[k][0]), int(stats[k, 4])) for k in range(1, n)]
     assert [s.area_px for s in pred.spaces] == [area for *_, area in sorted(fresh)]
     assert [s.id for s in pred.spaces] == [1, 2, 3, 4, 5]
+    # a class of specks alone: none of it is a space
+    mask[45:65, 80:94] = mask[5:25, 40:53] = 0
+    pred = postprocess(_probs_from_mask(mask), PreprocessConfig(min_area_px=20))
+    assert (pred.free_count, pred.occupied_count) == (3, 0) and pred.mask[2, 110] == 0
 
 
 def test_postprocess_empty_map():
