@@ -24,7 +24,8 @@ class Metrics:
         )
         self.inference_duration = Histogram(
             "parking_inference_duration_seconds",
-            "Time per inference stage (decode, preprocess, inference, postprocess, features, total)",
+            "Time per inference stage (decode, preprocess, inference, postprocess, total; features: the drift row, "
+            "computed after the answer)",
             ["stage"],
             buckets=_LATENCY_BUCKETS,
             registry=r,

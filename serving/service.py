@@ -70,7 +70,10 @@ def run_inference(
     answered = datetime.now(UTC)
 
     def drift_row() -> dict[str, Any]:
-        return feature_row(tile_features(image.rgb, pred), request_id, model.name, model.version, answered)
+        t = time.perf_counter()
+        row = feature_row(tile_features(image.rgb, pred), request_id, model.name, model.version, answered)
+        metrics.inference_duration.labels(stage="features").observe(time.perf_counter() - t)
+        return row
 
     timings["total_ms"] = round((time.perf_counter() - t0) * 1000, 2)
     for stage, ms in timings.items():

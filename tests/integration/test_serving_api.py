@@ -240,6 +240,12 @@ def test_auth_on_and_off(make_settings, package):
         assert httpx.post(f"{url}/v1/predict", files={"file": ("a.png", png)}, timeout=60).status_code == 200
 
 
+def _features_computed(text: str) -> float:
+    if 'stage="features"' not in text:
+        return 0.0
+    return metric_value(text, "parking_inference_duration_seconds_count", stage="features")
+
+
 def test_metrics_after_traffic(api):
     url, _ = api
     png = encode_png(lot_image(128, 128))
@@ -247,7 +253,13 @@ def test_metrics_after_traffic(api):
         for _ in range(3):
             assert client.post("/v1/predict", files={"file": ("a.png", png)}).status_code == 200
         client.post("/v1/predict", files={"file": ("a.png", b"GIF89a" + bytes(20))})
+        # each answer's drift row is computed after it has gone, by the buffer's thread: all three, in time
+        deadline = time.monotonic() + 20
+        while _features_computed(client.get("/metrics").text) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         text = client.get("/metrics").text
+    assert metric_value(text, "parking_inference_duration_seconds_count", stage="features") == 3
     assert metric_value(text, "parking_http_request_duration_seconds_count", route="/v1/predict", status="200") == 3
     assert metric_value(text, "parking_http_request_duration_seconds_count", route="/v1/predict", status="415") == 1
     assert metric_value(text, "parking_inference_duration_seconds_count", stage="inference") == 3
