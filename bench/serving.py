@@ -5,7 +5,8 @@ Run by hand (it starts its own MLflow server, on free loopback ports, in a tempo
     nice -n 10 .venv/bin/python bench/serving.py [--requests 24] [--tile 512] [--concurrency 1 4]
 
 Both servers serve one registered version of the same network (smp Unet resnet18 with a light decoder,
-untrained: timings do not depend on the weights). Ours receives each tile as a multipart PNG, the way a
+untrained, seeded by --seed: the network's time does not depend on its weights, the post-processing's does, through
+the class map they give). Ours receives each tile as a multipart PNG, the way a
 client sends an image; mlflow's pyfunc receives the normalised float array as JSON ({"inputs": ...}), which is
 what a client must send it. "raw floor" is one in-process onnxruntime session.run on the same tiles, with
 the same thread count: the cost of the network alone.
