@@ -33,10 +33,10 @@ def _rectangles(contours: Sequence[np.ndarray], origins: np.ndarray) -> list[lis
     full image; ``origins``: each component's box corner (x0, y0), int64 K x 2. One array pass for all of them."""
     import cv2
 
-    # the hull's corners bound the same rectangle as every contour point's (a square's Minkowski sum keeps the
-    # hull's vertices) at a fraction of minAreaRect's cost
     if not contours:
         return []
+    # the hull's corners bound the same rectangle as every contour point's (a square's Minkowski sum keeps the
+    # hull's vertices) at a fraction of minAreaRect's cost
     hulls = [cv2.convexHull(c).reshape(-1, 2) for c in contours]
     sizes = [len(h) for h in hulls]
     # in each component's own box, as the rectangle's float arithmetic has always been done
