@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,6 +270,32 @@ def test_metrics_after_traffic(api):
     assert metric_value(text, "parking_model_info", version="local") == 1
     assert metric_value(text, "parking_model_reloads_total", result="success") == 1
     assert metric_value(text, "parking_drift_write_failures_total") == 0
+
+
+def test_drift_row_is_computed_by_the_buffers_thread_not_the_request(make_settings, package, monkeypatch):
+    import serving.service
+
+    threads: list[str] = []
+    real = serving.service.tile_features
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serving.service, "tile_features", recording)
+    app = create_app(make_settings(model_dir=package))
+    png = encode_png(lot_image(96, 96))
+    with running(app) as url:
+        wait_ready(url)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for _ in range(2):
+                assert client.post("/v1/predict", files={"file": ("a.png", png)}).status_code == 200
+        deadline = time.monotonic() + 20
+        while len(threads) < 2 or len(app.state.services.drift) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    # never the inference thread that answered: the buffer's own, once the answer had gone
+    assert threads == ["drift-flusher", "drift-flusher"]
 
 
 def test_drift_rows_flushed_on_shutdown(make_settings, package):
