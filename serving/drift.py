@@ -48,7 +48,7 @@ class DriftBuffer:
         self._rows: deque[dict[str, Any]] = deque()
         # rows still to be computed (each holds its request's image): bounded, beyond it the caller computes
         self.max_pending = max_pending
-        self._pending: deque[Callable[[], dict[str, Any]]] = deque()
+        self._pending: deque[tuple[Callable[[], dict[str, Any]], str]] = deque()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -70,12 +70,12 @@ class DriftBuffer:
         if n >= self.flush_rows:
             self._wake.set()
 
-    def add_later(self, make_row: Callable[[], dict[str, Any]]) -> None:
+    def add_later(self, make_row: Callable[[], dict[str, Any]], request_id: str = "") -> None:
         """Called on the request path: the row is computed by the flusher thread, after the answer has gone
         (docs/experiments/request-path.md). Without a running flusher, or with max_pending rows waiting, it is
-        computed here. A failing ``make_row`` is logged, never raised."""
+        computed here. A failing ``make_row`` is logged with the request's id, never raised."""
         with self._lock:
-            self._pending.append(make_row)
+            self._pending.append((make_row, request_id))
             backlog = len(self._pending)
         if self._thread is None or backlog > self.max_pending:
             self._compute_pending()
@@ -87,11 +87,11 @@ class DriftBuffer:
             with self._lock:
                 if not self._pending:
                     return
-                make_row = self._pending.popleft()
+                make_row, request_id = self._pending.popleft()
             try:
                 row = make_row()
             except Exception:  # features are best effort: a row lost, never a request failed
-                logger.exception("drift features failed")
+                logger.exception("drift features failed", extra={"request_id": request_id})
                 continue
             self.add(row)
 

@@ -91,7 +91,7 @@ async def _infer(
 def _drift(request: Request, result: InferenceResult) -> BackgroundTask:
     # the drift row is not part of the answer: queued once the answer has gone, so that neither its features nor
     # the thread computing them hold up the response (docs/experiments/request-path.md)
-    return BackgroundTask(_services(request).drift.add_later, result.drift_row)
+    return BackgroundTask(_services(request).drift.add_later, result.drift_row, request.state.request_id)
 
 
 @router.post(

@@ -131,11 +131,12 @@ def test_drift_rows_computed_off_the_request_path(caplog):
     def broken() -> dict:
         raise ValueError("no features")
 
-    buf.add_later(broken)
+    buf.add_later(broken, "req-broken")
     buf.add_later(later(2))
     buf.stop()  # computes what is pending, then writes
     assert sorted(written[0]["request_id"]) == ["r0", "r1", "r2"]
-    assert "drift features failed" in caplog.text and len(buf) == 0
+    failed = [r for r in caplog.records if r.getMessage() == "drift features failed"]
+    assert [r.request_id for r in failed] == ["req-broken"] and len(buf) == 0
 
 
 def test_drift_pending_rows_are_bounded():
