@@ -241,6 +241,14 @@ def test_auth_on_and_off(make_settings, package):
         assert httpx.post(f"{url}/v1/predict", files={"file": ("a.png", png)}, timeout=60).status_code == 200
 
 
+def _until(condition, timeout: float = 20.0, message: str = "condition never met") -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
 def _features_computed(text: str) -> float:
     if 'stage="features"' not in text:
         return 0.0
@@ -255,10 +263,7 @@ def test_metrics_after_traffic(api):
             assert client.post("/v1/predict", files={"file": ("a.png", png)}).status_code == 200
         client.post("/v1/predict", files={"file": ("a.png", b"GIF89a" + bytes(20))})
         # each answer's drift row is computed after it has gone, by the buffer's thread: all three, in time
-        deadline = time.monotonic() + 20
-        while _features_computed(client.get("/metrics").text) < 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _until(lambda: _features_computed(client.get("/metrics").text) >= 3)
         text = client.get("/metrics").text
     assert metric_value(text, "parking_inference_duration_seconds_count", stage="features") == 3
     assert metric_value(text, "parking_http_request_duration_seconds_count", route="/v1/predict", status="200") == 3
@@ -290,10 +295,7 @@ def test_drift_row_is_computed_by_the_buffers_thread_not_the_request(make_settin
         with httpx.Client(base_url=url, timeout=60) as client:
             for _ in range(2):
                 assert client.post("/v1/predict", files={"file": ("a.png", png)}).status_code == 200
-        deadline = time.monotonic() + 20
-        while len(threads) < 2 or len(app.state.services.drift) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _until(lambda: len(threads) == 2 and len(app.state.services.drift) == 2)
     # never the inference thread that answered: the buffer's own, once the answer had gone
     assert threads == ["drift-flusher", "drift-flusher"]
 
@@ -332,20 +334,12 @@ def test_storage_failure_never_fails_requests(make_settings, package):
         with httpx.Client(base_url=url, timeout=60) as client:
             for _ in range(6):
                 assert client.post("/v1/predict", files={"file": ("a.png", png)}).status_code == 200
-            deadline = time.monotonic() + 20
-            while metric_value(client.get("/metrics").text, "parking_drift_write_failures_total") < 1:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            _until(lambda: metric_value(client.get("/metrics").text, "parking_drift_write_failures_total") >= 1)
             # kept for the next try (each row is queued once its answer has gone: the last may still be on its way)
-            while len(app.state.services.drift) < 6:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            _until(lambda: len(app.state.services.drift) >= 6)
             assert len(app.state.services.drift) == 6
             blocker.unlink()
-            deadline = time.monotonic() + 20
-            while metric_value(client.get("/metrics").text, "parking_drift_rows_written_total") < 6:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            _until(lambda: metric_value(client.get("/metrics").text, "parking_drift_rows_written_total") >= 6)
     rows = sum(len(pd.read_parquet(f)) for f in lake_root.glob("monitoring/inference/date=*/*.parquet"))
     assert rows == 6
 
@@ -356,10 +350,11 @@ def test_mlflow_down_at_start_not_ready_but_alive(make_settings, monkeypatch):
     app = create_app(make_settings(mlflow_tracking_uri=dead, reload_interval_s=1))
     with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         assert client.get("/healthz").status_code == 200
-        deadline = time.monotonic() + 60
-        while metric_value(client.get("/metrics").text, "parking_registry_errors_total") < 1:
-            assert time.monotonic() < deadline, "the registry failure was never counted"
-            time.sleep(0.2)
+        _until(
+            lambda: metric_value(client.get("/metrics").text, "parking_registry_errors_total") >= 1,
+            60,
+            "the registry failure was never counted",
+        )
         assert_error(client.get("/readyz"), 503, "not_ready")
         r = client.post("/v1/predict", files={"file": ("a.png", encode_png(lot_image(64, 64)))})
         assert_error(r, 503, "not_ready")
