@@ -162,7 +162,7 @@ def main() -> int:
             args.seed,
             512,
             (0.08, 0.15),
-            styles if len(styles) > 1 else styles[0],
+            styles,
             sites=args.lots,
             progress=True,
             hard_rate=args.hard_rate,
