@@ -190,7 +190,13 @@ def test_a_style_mix_draws_per_site_and_one_style_writes_as_before(tmp_path: Pat
     one = generate_dataset(tmp_path / "a", n=2, seed=3, size=64, gsd=0.2, progress=False)
     listed = generate_dataset(tmp_path / "b", n=2, seed=3, size=64, gsd=0.2, style=["default"], progress=False)
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(one, listed, strict=True))
-    mixed = generate_dataset(tmp_path / "c", n=4, seed=3, size=64, gsd=0.2, sites=4, style=mix, progress=False)
-    assert len(mixed) == 4
+    mixed = generate_dataset(tmp_path / "c", n=4, seed=5, size=64, gsd=0.2, sites=4, style=mix, progress=False)
+    drawn = [pick_style(5, index, mix) for index in range(4)]
+    assert {"default", "dusk", "winter"} <= set(drawn)  # this seed's sites draw every style of the mix
+    # each site is its own pass 0 rendered in the style pick_style drew for it
+    for index, path in enumerate(sorted(mixed)):
+        expected = SiteRenderer(5, index, 64, 0.2, f"s5-site-{index:04d}").render(0, drawn[index])
+        written = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(written, expected.image)
     with pytest.raises(ValueError, match="unknown style"):
         generate_dataset(tmp_path / "d", n=1, seed=3, size=64, style=("default", "fog"), progress=False)
