@@ -28,6 +28,46 @@ def _outer_contours(binary: np.ndarray, labels: np.ndarray) -> dict[int, np.ndar
     return dict(zip(labels[first[:, 1], first[:, 0]].tolist(), outer, strict=True))
 
 
+# a class on less than this share of the image has its components' statistics counted over its own pixels
+# (docs/experiments/request-path.md)
+SPARSE_SHARE = 1 / 32
+
+
+def _components(binary: np.ndarray) -> tuple:
+    """cv2.connectedComponentsWithStats(binary, connectivity=8), the same four arrays. OpenCV counts its statistics
+    at every pixel, background too; for a sparse ``binary`` they are counted over its own pixels, at a fraction of
+    the cost (the centres are the same whole-number sums over the same areas)."""
+    import cv2
+
+    count = np.count_nonzero(binary)
+    if count > binary.size * SPARSE_SHARE:
+        return cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
+    h, w = binary.shape
+    n, labels = cv2.connectedComponents(binary.view(np.uint8), connectivity=8)
+    # OpenCV's list of the set pixels (x, y, raster order) is several times faster than np.nonzero's
+    points = cv2.findNonZero(binary.view(np.uint8)) if count else None
+    xs, ys = points.reshape(-1, 2).T.astype(np.int64) if points is not None else np.zeros((2, 0), np.int64)
+    lab = labels[ys, xs]
+    area = np.bincount(lab, minlength=n)
+    left, right = np.full(n, w, np.int64), np.full(n, -1, np.int64)
+    top, bottom = np.full(n, h, np.int64), np.full(n, -1, np.int64)
+    np.minimum.at(left, lab, xs)
+    np.maximum.at(right, lab, xs)
+    np.minimum.at(top, lab, ys)
+    np.maximum.at(bottom, lab, ys)
+    sum_x = np.bincount(lab, weights=xs, minlength=n)
+    sum_y = np.bincount(lab, weights=ys, minlength=n)
+    # label 0, the background: the rows and columns not wholly covered, and the image's sums less the labelled ones
+    rows = np.flatnonzero(np.bincount(ys, minlength=h) < w)
+    cols = np.flatnonzero(np.bincount(xs, minlength=w) < h)
+    area[0] = binary.size - count
+    left[0], right[0], top[0], bottom[0] = cols[0], cols[-1], rows[0], rows[-1]
+    sum_x[0] = h * (w * (w - 1) // 2) - int(xs.sum())
+    sum_y[0] = w * (h * (h - 1) // 2) - int(ys.sum())
+    stats = np.stack([left, top, right - left + 1, bottom - top + 1, area], axis=1).astype(np.int32)
+    return n, labels, stats, np.stack([sum_x, sum_y], axis=1) / area[:, None]
+
+
 def _rectangles(contours: Sequence[np.ndarray], origins: np.ndarray) -> list[list[list[float]]]:
     """Oriented rectangles around components' outer contours, as closed rings in pixel-edge coordinates of the
     full image; ``origins``: each component's box corner (x0, y0), int64 K x 2. One array pass for all of them."""
@@ -50,8 +90,9 @@ def _rectangles(contours: Sequence[np.ndarray], origins: np.ndarray) -> list[lis
         boxes[i] = cv2.boxPoints(cv2.minAreaRect(box_corners))
         start += size
     boxes += origins[:, None, :]
-    # closed rings, as GeoJSON wants; tolist gives Python floats in one call (the rounding is round()'s)
-    xy = [round(v, 2) for v in boxes.ravel().tolist()]
+    # closed rings, as GeoJSON wants. x * 100 of a float32 is exact in float64, so numpy's multiply, round half to
+    # even and divide give what Python's round(x, 2) gives, for all the rectangles at once
+    xy = np.round(boxes.ravel().astype(np.float64), 2).tolist()
     rings = []
     for i in range(0, len(xy), 8):
         ring = [xy[i : i + 2], xy[i + 2 : i + 4], xy[i + 4 : i + 6], xy[i + 6 : i + 8]]
@@ -73,6 +114,7 @@ def split_merged(
     min_core: int,
     core_prob: float = CORE_PROB,
     components: tuple[np.ndarray, np.ndarray] | None = None,
+    cut: list[int] | None = None,
 ) -> np.ndarray:
     """Pixels to clear so that a component of ``binary`` holding two or more *cores* (4-connected pixels of
     ``prob`` >= core_prob, at least ``min_core`` px each) falls apart into one space per core.
@@ -81,7 +123,8 @@ def split_merged(
     probability. Each pixel of such a component goes to its nearest core, and where two cores' pixels meet,
     the higher-numbered side's pixels are cleared: a line 1 px wide that 8-connected counting does not cross.
     ``components`` (labels, stats of an 8-connected labelling) may be given when the caller has one whose
-    components include those of ``binary`` (a component dropped whole, such as a speck, may still be in it).
+    components include those of ``binary`` (a component dropped whole, such as a speck, may still be in it);
+    ``cut``, a list, is given the labels (in ``components``) of the components cut.
     Bool H x W, True where a pixel is to become background."""
     import cv2
 
@@ -113,26 +156,39 @@ def split_merged(
     label_sum = np.bincount(core_of, weights=labels[on_core], minlength=n)
     owner = np.rint(label_sum / np.maximum(core_area, 1)).astype(np.int64)
     per_component = np.bincount(owner[big], minlength=m)
-    for k in np.flatnonzero(per_component >= 2):
+    targets = np.flatnonzero(per_component >= 2)
+    if not targets.size:
+        return carve
+    # the big cores' pixels, set over the core pixels alone rather than looked up at every pixel of a box
+    big_core = np.zeros(cores.shape, dtype=bool)
+    big_core[on_core] = big[core_of]
+    for k in targets:
         x0, y0, w, h = (int(v) for v in stats[k, :4])
         inside = labels[y0 : y0 + h, x0 : x0 + w] == k
-        seeds = big[core_labels[y0 : y0 + h, x0 : x0 + w]] & inside
+        seeds = big_core[y0 : y0 + h, x0 : x0 + w] & inside
         _, nearest = cv2.distanceTransformWithLabels(
             (~seeds).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP
         )
-        carve[y0 : y0 + h, x0 : x0 + w] |= _lower_neighbour(np.where(inside, nearest, 0))
+        # the transform numbers the seeds' 8-connected groups: no more labels than big cores
+        lines = _lower_neighbour(nearest, inside, int(big.sum()))
+        carve[y0 : y0 + h, x0 : x0 + w] |= lines
+        if cut is not None and lines.any():
+            cut.append(int(k))
     return carve
 
 
-def _lower_neighbour(labels: np.ndarray) -> np.ndarray:
-    """True where a labelled pixel has an 8-neighbour of a lower (positive) label. ``labels``: int, 0 none."""
+def _lower_neighbour(nearest: np.ndarray, inside: np.ndarray, most: int) -> np.ndarray:
+    """True where a pixel of ``inside`` has an 8-neighbour in ``inside`` of a lower label in ``nearest`` (int, >= 1,
+    at most ``most``)."""
     import cv2
 
-    if labels.size and int(labels.max()) < _U16_LABELS:
-        lab = labels.astype(np.uint16)
+    if most < _U16_LABELS:
+        lab = np.empty(nearest.shape, dtype=np.uint16)
+        np.multiply(nearest, inside, out=lab, casting="unsafe")
         # 0 - 1 wraps to 65535, above every label: the erosion's minimum is the lowest label around, less one
         lowest = cv2.erode(lab - np.uint16(1), np.ones((3, 3), np.uint8)) + np.uint16(1)
-        return (lab > 0) & (lowest < lab)
+        return inside & (lowest < lab)
+    labels = np.where(inside, nearest, 0)
     h, w = labels.shape
     padded = np.pad(labels, 1)
     cut = np.zeros(labels.shape, dtype=bool)
@@ -164,10 +220,12 @@ def split_oversized(
     min_core: int,
     typical_area: float,
     levels: Sequence[float] = SPLIT_LEVELS,
+    cut: list[int] | None = None,
 ) -> np.ndarray:
     """Pixels to clear so that each component (``labels`` and ``stats`` of cv2.connectedComponentsWithStats)
     of at least OVERSIZE x ``typical_area`` px falls apart at the first core level (see split_merged) that
-    parts it in two or more. Bool H x W."""
+    parts it in two or more; ``levels`` ascend; ``cut``, a list, is given the labels of the components cut.
+    Bool H x W."""
     import cv2
 
     carve = np.zeros(labels.shape, dtype=bool)
@@ -184,10 +242,12 @@ def split_oversized(
         whole = (inside.view(np.uint8), np.array([[0, 0, 0, 0, 0], [0, 0, w, h, values.size]]))
         for level in levels:
             if np.count_nonzero(values >= level) < 2 * max(1, min_core):
-                continue
-            cut = split_merged(inside, window, min_core, core_prob=level, components=whole)
-            if cut.any() and cv2.connectedComponents((inside & ~cut).view(np.uint8), connectivity=8)[0] > 2:
-                carve[y0 : y0 + h, x0 : x0 + w] |= cut
+                break  # the levels ascend: a higher one holds no more pixels
+            lines = split_merged(inside, window, min_core, core_prob=level, components=whole)
+            if lines.any() and cv2.connectedComponents((inside & ~lines).view(np.uint8), connectivity=8)[0] > 2:
+                carve[y0 : y0 + h, x0 : x0 + w] |= lines
+                if cut is not None:
+                    cut.append(int(k))
                 break
     return carve
 
@@ -257,16 +317,53 @@ def _argmax_classes(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return label, top
 
 
+def _relabel_cut(components: tuple, carve: np.ndarray, cut: list[int], binary: np.ndarray) -> tuple:
+    """The labelling (n, labels, stats, centroids of cv2.connectedComponentsWithStats) of ``binary``, the labelled
+    pixels less ``carve``'s, which cut the components labelled ``cut``: only those are labelled again, each in its
+    own box; their pieces take new labels after the last and their old rows keep area 0 (``labels`` and ``stats``
+    change in place). Labels then no longer follow raster order, which nothing depends on (postprocess orders the
+    spaces by their first pixel)."""
+    import cv2
+
+    n, labels, stats, centroids = components
+    boxes = stats[cut, cv2.CC_STAT_WIDTH].astype(np.int64) * stats[cut, cv2.CC_STAT_HEIGHT]
+    if boxes.sum() > labels.size // 2:
+        # boxes this large cost more to patch than the whole image to label
+        return _components(binary)
+    rows, centres = [stats], [centroids]
+    for k in cut:
+        x0, y0, w, h = stats[k, :4].tolist()
+        window = labels[y0 : y0 + h, x0 : x0 + w]
+        mine = window == k
+        piece = mine & ~carve[y0 : y0 + h, x0 : x0 + w]
+        m, sub, sub_stats, sub_centres = cv2.connectedComponentsWithStats(piece.view(np.uint8), connectivity=8)
+        sub += np.int32(n - 1)
+        sub[~piece] = 0
+        np.copyto(window, sub, where=mine)
+        sub_stats, sub_centres = sub_stats[1:], sub_centres[1:]
+        sub_stats[:, 0] += x0
+        sub_stats[:, 1] += y0
+        area = sub_stats[:, cv2.CC_STAT_AREA, None].astype(np.float64)
+        # OpenCV divides whole-number coordinate sums by the area; the box's sums are recovered exactly (far below
+        # 2**52) and moved to the image's origin, so each centre is the one a labelling of the whole image gives
+        sums = np.rint(sub_centres * area) + np.array([x0, y0], dtype=np.float64) * area
+        rows.append(sub_stats)
+        centres.append(sums / area)
+        stats[k, cv2.CC_STAT_AREA] = 0
+        n += m - 1
+    return n, labels, np.concatenate(rows), np.concatenate(centres)
+
+
 def _clean_class(
     mask: np.ndarray, probs: np.ndarray, cls: int, min_area: int, steps: int, grow_prob: float
 ) -> tuple | None:
     """In place on ``mask``: class ``cls``'s specks dropped, merged neighbours split, spaces grown ``steps`` px.
     Returns the class's labelling (n, labels, stats, centroids) when it still describes the cleaned class
-    (nothing cut or grown; a dropped speck's label is cleared and its area set to 0), else None."""
+    (nothing grown; a dropped speck's label is cleared and its area set to 0), else None."""
     import cv2
 
     binary = mask == cls
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
+    n, labels, stats, centroids = _components(binary)
     if n <= 1:
         return n, labels, stats, centroids
     small = stats[:, cv2.CC_STAT_AREA] < min_area
@@ -274,17 +371,20 @@ def _clean_class(
     if small.any():
         # tiny specks are noise, not spaces: drop them from the map too so map and counts agree;
         # one vectorised pass, as a noisy map can hold tens of thousands of them
-        speck = small[labels]
-        mask[speck] = 0
-        binary[speck] = False
+        keep = ~np.take(small, labels)
+        # multiplying by a boolean clears in one pass what a masked assignment gathers first
+        np.multiply(mask, keep, out=mask)
+        binary &= keep
         # the other spaces keep their labels: growth needs one label per space, not consecutive ones
-        labels[speck] = 0
+        np.multiply(labels, keep, out=labels)
     # a speck cannot hold two cores of min_area px: this labelling serves split_merged as it is
-    carve = split_merged(binary, probs[cls], min_area, components=(labels, stats))
-    changed = bool(carve.any())
+    cut: list[int] = []
+    carve = split_merged(binary, probs[cls], min_area, components=(labels, stats), cut=cut)
+    changed = bool(cut)
     if changed:
-        mask[carve] = 0
-        binary[carve] = False
+        keep = ~carve
+        np.multiply(mask, keep, out=mask)
+        binary &= keep
     if steps > 0:
         if changed or (small.any() and n > _U16_LABELS):
             # a cut leaves both halves one label (growth would bridge the cut); many specks, high labels
@@ -295,29 +395,32 @@ def _clean_class(
         if added.any():
             mask[added] = cls
             changed = True
-    if changed:
-        return None
+        if changed:
+            return None
     stats[small, cv2.CC_STAT_AREA] = 0
+    if changed:
+        return _relabel_cut((n, labels, stats, centroids), carve, cut, binary)
     return n, labels, stats, centroids
 
 
-_Found = tuple[float, float, str, float, int, list[list[float]]]
+# (centre y, centre x, first pixel y, x, status, confidence, area, polygon)
+_Found = tuple[float, float, int, int, str, float, int, list[list[float]]]
 
 
 def _spaces_of_class(
     mask: np.ndarray, probs: np.ndarray, cls: int, min_area: int, typical: float | None, components: tuple
 ) -> list[_Found]:
-    """Class ``cls``'s spaces (oversized ones split first, on ``mask`` in place): (centre y, x, status,
-    confidence, area, polygon) each."""
+    """Class ``cls``'s spaces (oversized ones split first, on ``mask`` in place), as _Found tuples."""
     import cv2
 
     n, labels, stats, centroids = components
     status = STATUS_BY_CLASS[cls]
     if typical is not None:
-        carve = split_oversized(labels, stats, probs[cls], min_area, typical)
-        if carve.any():
-            mask[carve] = 0
-            n, labels, stats, centroids = cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
+        cut: list[int] = []
+        carve = split_oversized(labels, stats, probs[cls], min_area, typical, cut=cut)
+        if cut:
+            np.multiply(mask, ~carve, out=mask)
+            n, labels, stats, centroids = _relabel_cut(components, carve, cut, mask == cls)
     found: list[_Found] = []
     if n <= 1:
         return found
@@ -328,10 +431,13 @@ def _spaces_of_class(
     rings = _rectangles([contours[k] for k in kept], stats[kept, :2].astype(np.int64))
     for k, ring in zip(kept, rings, strict=True):
         x0, y0, bw, bh, area = stats[k].tolist()
-        roi = labels[y0 : y0 + bh, x0 : x0 + bw] == k
-        conf = float(prob[y0 : y0 + bh, x0 : x0 + bw][roi].mean())
+        values = prob[y0 : y0 + bh, x0 : x0 + bw][labels[y0 : y0 + bh, x0 : x0 + bw] == k]
+        # ndarray.mean's own arithmetic (a float32 pairwise sum, divided in float64, rounded to float32) without
+        # its wrapper's cost, ~5 us a space
+        conf = float(np.float32(float(np.add.reduce(values)) / values.size))
         cx, cy = centroids[k].tolist()
-        found.append((cy, cx, status, conf, area, ring))
+        first_x, first_y = contours[k][0, 0].tolist()
+        found.append((cy, cx, first_y, first_x, status, conf, area, ring))
     return found
 
 
@@ -359,15 +465,17 @@ def postprocess(probs: np.ndarray, config: PreprocessConfig, image_gsd: float | 
         components[cls] = _clean_class(mask, probs, cls, min_area, steps, config.grow_prob[cls - 1])
     for cls in classes:
         if components[cls] is None:
-            components[cls] = cv2.connectedComponentsWithStats((mask == cls).view(np.uint8), connectivity=8)
+            components[cls] = _components(mask == cls)
     typical = typical_space_area([c[2][1:, cv2.CC_STAT_AREA] for c in components.values()], min_area)
-    found: list[_Found] = []
-    for cls, parts in components.items():
-        found += _spaces_of_class(mask, probs, cls, min_area, typical, parts)
-    found.sort(key=lambda f: (round(f[0]), f[1]))
+    ranked: list[tuple[int, _Found]] = []
+    for rank, (cls, parts) in enumerate(components.items()):
+        ranked += [(rank, f) for f in _spaces_of_class(mask, probs, cls, min_area, typical, parts)]
+    # by centre row, then column; a tie goes by class, then by first pixel in raster order (the labels' order
+    # once, which a cut's new labels no longer follow)
+    ranked.sort(key=lambda r: (round(r[1][0]), r[1][1], r[0], r[1][2], r[1][3]))
     spaces = [
         Space(id=i + 1, status=s, confidence=round(c, 4), area_px=a, polygon=poly)
-        for i, (_, _, s, c, a, poly) in enumerate(found)
+        for i, (_, (_, _, _, _, s, c, a, poly)) in enumerate(ranked)
     ]
     free = sum(1 for s in spaces if s.status == "free")
     occupied = len(spaces) - free
@@ -379,7 +487,7 @@ def postprocess(probs: np.ndarray, config: PreprocessConfig, image_gsd: float | 
         occupied_count=occupied,
         occupancy_rate=round(occupied / total, 4) if total else None,
         mean_confidence=conf_sum / max(1, mask.size),
-        free_fraction=float((mask == 1).mean()),
+        free_fraction=np.count_nonzero(mask == 1) / max(1, mask.size),
     )
 
 

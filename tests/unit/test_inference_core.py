@@ -217,12 +217,15 @@ def test_growth_is_the_same_for_labels_above_uint16():
 def test_the_cut_between_cores_is_the_same_for_labels_above_uint16():
     from parking_ml.inference.spaces import _lower_neighbour
 
-    nearest = np.zeros((9, 12), np.int64)
-    nearest[1:8, 1:6], nearest[1:8, 6:11] = 1, 2
-    cut = _lower_neighbour(nearest)
+    # the distance transform labels every pixel; only those inside the component count
+    nearest = np.ones((9, 12), np.int32)
+    nearest[:, 6:] = 2
+    inside = np.zeros(nearest.shape, bool)
+    inside[1:8, 1:11] = True
+    cut = _lower_neighbour(nearest, inside, most=2)
     # the higher label's pixels beside the lower label's are cleared: one column, 7 px
     assert cut.sum() == 7 and cut[1:8, 6].all()
-    assert (_lower_neighbour(np.where(nearest > 0, nearest + 70_000, 0)) == cut).all()
+    assert (_lower_neighbour(nearest + 70_000, inside, most=70_002) == cut).all()
 
 
 def test_split_merged_with_the_callers_labelling_cuts_the_same():
@@ -350,6 +353,81 @@ def test_postprocess_with_specks_and_no_cut_keeps_the_cleanings_labelling():
     mask[45:65, 80:94] = mask[5:25, 40:53] = 0
     pred = postprocess(_probs_from_mask(mask), PreprocessConfig(min_area_px=20))
     assert (pred.free_count, pred.occupied_count) == (3, 0) and pred.mask[2, 110] == 0
+
+
+def _blobs(shape: tuple[int, int], share: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    seeds = (rng.random(shape) < share).view(np.uint8)
+    return cv2.dilate(seeds, np.ones((int(rng.integers(1, 5)),) * 2, np.uint8)).astype(bool)
+
+
+def test_components_counted_over_a_sparse_class_equal_opencvs():
+    from parking_ml.inference.spaces import _components
+
+    cases = [_blobs((int(h), int(w)), share, seed) for seed, (h, w, share) in enumerate(
+        [(300, 200, 0.001), (97, 311, 0.004), (64, 64, 0.01), (128, 96, 0.2), (50, 70, 0.0)]
+    )]  # fmt: skip
+    edge = np.zeros((40, 30), bool)
+    edge[:, 0] = edge[0, :] = True  # the background's box starts at row and column 1
+    cases.append(edge)
+    for binary in cases:
+        ours = _components(binary)
+        theirs = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
+        assert ours[0] == theirs[0]
+        for mine, cv in zip(ours[1:], theirs[1:], strict=True):
+            assert mine.dtype == cv.dtype and np.array_equal(mine, cv)
+
+
+def test_relabelling_only_the_cut_components_gives_what_a_whole_labelling_gives():
+    from parking_ml.inference.spaces import _relabel_cut
+
+    binary = _blobs((160, 200), 0.003, seed=4)
+    binary[20:60, 20:90] = binary[100:140, 120:190] = True
+    components = cv2.connectedComponentsWithStats(binary.view(np.uint8), connectivity=8)
+    labels = components[1]
+    carve = np.zeros(binary.shape, bool)
+    carve[20:60, 50] = carve[100:140, 150] = carve[120, 120:150] = True  # one cut, and a cross: three pieces
+    cut = sorted({int(labels[40, 50]), int(labels[120, 150])})
+    n, new_labels, stats, centres = _relabel_cut(
+        (components[0], *(a.copy() for a in components[1:])), carve, cut, binary & ~carve
+    )
+    fresh_n, fresh, fresh_stats, fresh_centres = cv2.connectedComponentsWithStats(
+        (binary & ~carve).view(np.uint8), connectivity=8
+    )
+    live = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] > 0]
+    assert len(live) == fresh_n - 1 == components[0] - 1 + 3
+    assert all(stats[k, cv2.CC_STAT_AREA] == 0 for k in cut)
+    for k in live:
+        # the same pixels make each component, with the same box, area and centre (bit for bit)
+        (ys, xs) = np.nonzero(new_labels == k)
+        other = int(fresh[ys[0], xs[0]])
+        assert (fresh[ys, xs] == other).all() and (fresh == other).sum() == ys.size
+        assert np.array_equal(stats[k], fresh_stats[other]) and np.array_equal(centres[k], fresh_centres[other])
+    assert ((new_labels > 0) == (fresh > 0)).all()
+
+
+def test_the_splits_name_the_components_they_cut():
+    mask = np.zeros((40, 60), np.uint8)
+    mask[5:35, 5:25] = mask[5:20, 40:55] = 1
+    prob = np.full(mask.shape, 0.6, np.float32)
+    prob[7:18, 8:22] = prob[22:33, 8:22] = 0.95  # two cores in the first blob, none in the second
+    labels, stats = cv2.connectedComponentsWithStats(mask, connectivity=8)[1:3]
+    cut: list[int] = []
+    carve = split_merged(mask.astype(bool), prob, 20, components=(labels, stats), cut=cut)
+    assert cut == [int(labels[10, 10])] and carve.any() and not carve[:, 30:].any()
+    cut = []
+    assert split_oversized(labels, stats, prob, 20, typical_area=100.0, cut=cut)[:, :30].any()
+    assert cut == [int(labels[10, 10])]
+
+
+def test_spaces_tied_on_their_centre_go_in_raster_order_of_their_first_pixel():
+    # a ring and a dot in its hole share their centre: the ring, whose first pixel comes first, is space 1
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:35, 5:35] = 1
+    mask[9:31, 9:31] = 0
+    mask[18:22, 18:22] = 1
+    pred = postprocess(_probs_from_mask(mask), PreprocessConfig(min_area_px=10))
+    assert [s.area_px for s in pred.spaces] == [30 * 30 - 22 * 22, 16]
 
 
 def test_postprocess_empty_map():
