@@ -244,6 +244,9 @@ def _decode_cv2(data: bytes, info: ImageInfo, name: str) -> np.ndarray:
         _, scan = _jpeg_walk(data, name)
         if scan < 0 or data.rfind(b"\xff\xd9") < scan:
             raise _corrupt(name, "JPEG end marker missing")
+    if info.format == "png" and data[24:26] == b"\x08\x02" and info.pixels <= GDAL_PNG_MAX_PIXELS:
+        # 8-bit RGB (IHDR bit depth 8, colour type 2), the usual upload
+        return _decode_rgb8_png(data, info, name)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.shape[0] != info.height or arr.shape[1] != info.width:
         raise _corrupt(name, f"{info.format.upper()} data could not be decoded")
@@ -251,6 +254,33 @@ def _decode_cv2(data: bytes, info: ImageInfo, name: str) -> np.ndarray:
         # OpenCV hands back BGR / BGRA; its own swap is several times faster than a strided numpy copy
         arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     return to_rgb8(arr)
+
+
+# GDAL holds the inflated image, its bands and our interleaved copy at once: beyond this many pixels (50 MB of RGB)
+# OpenCV's lower peak is worth more than GDAL's speed
+GDAL_PNG_MAX_PIXELS = 4096 * 4096
+
+
+def _decode_rgb8_png(data: bytes, info: ImageInfo, name: str) -> np.ndarray:
+    """An 8-bit RGB PNG through GDAL's PNG driver, which inflates with libdeflate: about half the time of OpenCV's
+    libpng on the system zlib, the same pixels (docs/experiments/request-path.md)."""
+    import warnings
+
+    import cv2
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+    from rasterio.io import MemoryFile
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            # only the PNG driver: the header has said what this is
+            with MemoryFile(data, ext=".png") as memfile, memfile.open(driver="PNG") as ds:
+                bands = ds.read()
+    except (RasterioError, OSError, ValueError):
+        raise _corrupt(name, "PNG data could not be decoded") from None
+    if bands.shape != (3, info.height, info.width) or bands.dtype != np.uint8:
+        raise _corrupt(name, "PNG data could not be decoded")
+    return cv2.merge(list(bands))
 
 
 def _gsd(ds: Any) -> float | None:

@@ -91,6 +91,44 @@ def test_jpeg_read_close_to_source():
     assert np.abs(img.rgb.astype(int) - arr.astype(int)).max() <= 3  # RGB order kept
 
 
+def _opencv_rgb(data: bytes) -> np.ndarray:
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+
+
+def test_rgb8_png_through_gdal_has_opencvs_pixels(monkeypatch):
+    import io
+
+    from PIL import Image
+
+    import parking_ml.data.images as images
+
+    arr = _rgb(333, 517, seed=3)
+    plain = _png(arr)
+    # a colour-key transparency chunk (tRNS): OpenCV adds an alpha channel for it, GDAL a nodata value
+    keyed = io.BytesIO()
+    Image.fromarray(arr).save(keyed, format="PNG", transparency=tuple(int(v) for v in arr[0, 0]), compress_level=9)
+    for data in (plain, keyed.getvalue()):
+        assert data[24:26] == b"\x08\x02"  # 8-bit RGB: GDAL's path
+        np.testing.assert_array_equal(read_image(data, "a.png").rgb, _opencv_rgb(data))
+    # a larger image than GDAL_PNG_MAX_PIXELS goes through OpenCV, with the same pixels
+    monkeypatch.setattr(images, "GDAL_PNG_MAX_PIXELS", 1000)
+    np.testing.assert_array_equal(read_image(plain, "a.png").rgb, arr)
+
+
+def test_rgb8_png_with_broken_image_data_is_corrupt():
+    data = bytearray(_png(_rgb(120, 160)))
+    start = data.index(b"IDAT") - 4
+    length = struct.unpack(">I", data[start : start + 4])[0]
+    data[start + 8 + length // 2] ^= 0xFF  # one byte of the deflate stream, its chunk's CRC made right again
+    data[start + 8 + length : start + 12 + length] = struct.pack(
+        ">I", zlib.crc32(bytes(data[start + 4 : start + 8 + length]))
+    )
+    with pytest.raises(ImageError) as err:
+        read_image(bytes(data), "broken.png")
+    assert err.value.code == "corrupt" and "broken.png" in err.value.message
+
+
 def test_png_rgba_grey_and_16bit():
     arr = _rgb()
     rgba = np.dstack([arr, np.full(arr.shape[:2], 7, np.uint8)])
