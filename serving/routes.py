@@ -20,6 +20,9 @@ from serving.service import InferenceResult, run_inference
 
 router = APIRouter()
 
+# one encoder for every answer: json.dumps builds a new one each call, and the answer holds no cycles to look for
+_ANSWER_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="needed when the server has keys")
 
 
@@ -27,7 +30,9 @@ def _services(request: Request):
     return request.app.state.services
 
 
-def require_api_key(request: Request, key: Annotated[str | None, Security(_api_key_header)] = None) -> None:
+# async: FastAPI runs a plain function dependency in a worker thread, a thread hop per request for a check that never
+# blocks
+async def require_api_key(request: Request, key: Annotated[str | None, Security(_api_key_header)] = None) -> None:
     keys = _services(request).settings.api_keys
     if not keys:
         return
@@ -126,9 +131,7 @@ async def predict(
     }
     if include_mask:
         body["mask"] = base64.b64encode(result.mask_png or b"").decode("ascii")
-    return Response(
-        json.dumps(body, separators=(",", ":")), media_type="application/json", background=_drift(request, result)
-    )
+    return Response(_ANSWER_JSON.encode(body), media_type="application/json", background=_drift(request, result))
 
 
 @router.post(

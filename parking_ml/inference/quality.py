@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from parking_ml.inference.contract import Prediction
 from parking_ml.inference.gsd import GsdChoice
 
@@ -19,7 +21,7 @@ def answer_quality(pred: Prediction, choice: GsdChoice) -> dict[str, Any]:
         "gsd_source": choice.source,
         "estimated_gsd": choice.estimate.gsd if choice.estimate is not None else None,
         "estimate_spaces": choice.estimate.spaces if choice.estimate is not None else None,
-        "no_structure_share": round(float((pred.mask == 0).mean()), 4) if pred.mask.size else 1.0,
+        "no_structure_share": round(np.count_nonzero(pred.mask == 0) / pred.mask.size, 4) if pred.mask.size else 1.0,
         "mean_confidence": round(float(pred.mean_confidence), 4),
         "mean_space_confidence": round(sum(confidences) / len(confidences), 4) if confidences else None,
     }

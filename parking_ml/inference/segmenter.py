@@ -36,6 +36,8 @@ def rescale(image: np.ndarray, scale: float) -> np.ndarray:
 
 def normalise(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """uint8 HxWx3 -> float32 3xHxW, (rgb / 255 - mean) / std as in training."""
+    import cv2
+
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB array, got shape {rgb.shape}")
     std = np.asarray(config.std, dtype=np.float64)
@@ -43,9 +45,9 @@ def normalise(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     shift = (-np.asarray(config.mean, dtype=np.float64) / std).astype(np.float32)
     out = np.empty((3, *rgb.shape[:2]), dtype=np.float32)
     # why: one fused multiply-add per channel into the CHW buffer, as this runs on every request
-    # (docs/experiments/serving-latency.md)
-    for c in range(3):
-        np.multiply(rgb[:, :, c], scale[c], out=out[c], casting="unsafe")
+    # (docs/experiments/serving-latency.md); OpenCV's split reads the interleaved pixels faster than strided numpy
+    for c, plane in enumerate(cv2.split(np.ascontiguousarray(rgb))):
+        np.multiply(plane, scale[c], out=out[c], casting="unsafe")
         out[c] += shift[c]
     return out
 
