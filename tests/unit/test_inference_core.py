@@ -420,14 +420,28 @@ def test_the_splits_name_the_components_they_cut():
     assert cut == [int(labels[10, 10])]
 
 
-def test_spaces_tied_on_their_centre_go_in_raster_order_of_their_first_pixel():
+def test_spaces_tied_on_their_centre_go_in_raster_order_of_their_first_pixel(monkeypatch):
+    import parking_ml.inference.spaces as spaces
+
     # a ring and a dot in its hole share their centre: the ring, whose first pixel comes first, is space 1
     mask = np.zeros((40, 40), np.uint8)
     mask[5:35, 5:35] = 1
     mask[9:31, 9:31] = 0
     mask[18:22, 18:22] = 1
-    pred = postprocess(_probs_from_mask(mask), PreprocessConfig(min_area_px=10))
-    assert [s.area_px for s in pred.spaces] == [30 * 30 - 22 * 22, 16]
+    expected = [30 * 30 - 22 * 22, 16]
+    assert [s.area_px for s in postprocess(_probs_from_mask(mask), PreprocessConfig(min_area_px=10)).spaces] == expected
+    # also when the labels do not follow raster order, as after a cut: the dot labelled first
+    whole = spaces._components
+
+    def swapped(binary):
+        n, labels, stats, centres = whole(binary)
+        if n == 3:
+            labels = np.choose(labels, [0, 2, 1]).astype(labels.dtype)
+            stats, centres = stats[[0, 2, 1]], centres[[0, 2, 1]]
+        return n, labels, stats, centres
+
+    monkeypatch.setattr(spaces, "_components", swapped)
+    assert [s.area_px for s in postprocess(_probs_from_mask(mask), PreprocessConfig(min_area_px=10)).spaces] == expected
 
 
 def test_postprocess_empty_map():
