@@ -358,8 +358,8 @@ def _clean_class(
     mask: np.ndarray, probs: np.ndarray, cls: int, min_area: int, steps: int, grow_prob: float
 ) -> tuple | None:
     """In place on ``mask``: class ``cls``'s specks dropped, merged neighbours split, spaces grown ``steps`` px.
-    Returns the class's labelling (n, labels, stats, centroids) when it still describes the cleaned class
-    (nothing grown; a dropped speck's label is cleared and its area set to 0), else None."""
+    Returns the cleaned class's labelling (n, labels, stats, centroids; a dropped speck's label cleared and its
+    area set to 0, a cut's pieces labelled again), or None where growth relabelled or grew the class."""
     import cv2
 
     binary = mask == cls
@@ -380,25 +380,23 @@ def _clean_class(
     # a speck cannot hold two cores of min_area px: this labelling serves split_merged as it is
     cut: list[int] = []
     carve = split_merged(binary, probs[cls], min_area, components=(labels, stats), cut=cut)
-    changed = bool(cut)
-    if changed:
+    if cut:
         keep = ~carve
         np.multiply(mask, keep, out=mask)
         binary &= keep
     if steps > 0:
-        if changed or (small.any() and n > _U16_LABELS):
-            # a cut leaves both halves one label (growth would bridge the cut); many specks, high labels
+        # a cut leaves both halves one label (growth would bridge the cut); many specks, high labels
+        relabelled = bool(cut) or bool(small.any() and n > _U16_LABELS)
+        if relabelled:
             _, labels = cv2.connectedComponents(binary.view(np.uint8), connectivity=8)
-            changed = True
         grown = grow_spaces(labels, (mask == 0) & (probs[cls] >= grow_prob), steps)
         added = (grown > 0) & (labels == 0)
         if added.any():
             mask[added] = cls
-            changed = True
-        if changed:
+        if relabelled or added.any():
             return None
     stats[small, cv2.CC_STAT_AREA] = 0
-    if changed:
+    if cut:
         return _relabel_cut((n, labels, stats, centroids), carve, cut, binary)
     return n, labels, stats, centroids
 
